@@ -1,0 +1,112 @@
+"""Checkpoints: ``config.json`` + sharded safetensors (each shard < 16 MiB) + an index.
+
+Layout of a checkpoint directory (Hugging Face's sharding convention):
+    config.json                         the DIR7Config
+    model.safetensors.index.json        {"metadata": ..., "weight_map": {tensor name: shard file}}
+    model-00001-of-0000N.safetensors    the shards
+No pickle anywhere. Writes go to a temporary directory renamed into place, so a crash
+never leaves a half-written checkpoint under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from huggingface_hub import split_torch_state_dict_into_shards
+from safetensors.torch import load_file, save_file
+
+CONFIG_NAME = "config.json"
+INDEX_NAME = "model.safetensors.index.json"
+MAX_SHARD_BYTES = 15 * 1024 * 1024  # under the repository's 16 MiB per-file limit
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory is incomplete or does not match the model it is loaded into."""
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], directory: Path, prefix: str = "model") -> list[str]:
+    """Write sharded safetensors plus the index into ``directory``; returns the shard names."""
+    state_dict = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    split = split_torch_state_dict_into_shards(
+        state_dict, filename_pattern=prefix + "{suffix}.safetensors", max_shard_size=MAX_SHARD_BYTES
+    )
+    for filename, names in split.filename_to_tensors.items():
+        save_file({n: state_dict[n] for n in names}, str(directory / filename), metadata={"format": "pt"})
+    index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+    (directory / f"{prefix}.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True))
+    return sorted(split.filename_to_tensors)
+
+
+def atomic_directory_write(target: str | os.PathLike, write) -> Path:
+    """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``target`` (replacing it)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old / "x")
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def load_state_dict(directory: str | os.PathLike, prefix: str = "model") -> dict[str, torch.Tensor]:
+    """Read every shard named by the index; errors name the missing or broken file."""
+    directory = Path(directory)
+    index_path = directory / f"{prefix}.safetensors.index.json"
+    if not index_path.is_file():
+        raise CheckpointError(f"missing {index_path} (the shard index of the checkpoint)")
+    try:
+        weight_map = json.loads(index_path.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError) as e:
+        raise CheckpointError(f"{index_path} is not a valid shard index: {e}") from e
+    state: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        shard_path = directory / shard
+        if not shard_path.is_file():
+            raise CheckpointError(f"missing shard {shard_path} (listed in {index_path.name})")
+        try:
+            tensors = load_file(str(shard_path))
+        except Exception as e:  # safetensors raises its own error types for corrupt files
+            raise CheckpointError(f"could not read shard {shard_path}: {e}") from e
+        expected = {n for n, f in weight_map.items() if f == shard}
+        if set(tensors) != expected:
+            missing = sorted(expected - set(tensors))[:5]
+            raise CheckpointError(f"shard {shard_path} does not hold what {index_path.name} lists (missing {missing})")
+        state.update(tensors)
+    return state
+
+
+def load_into(model: torch.nn.Module, directory: str | os.PathLike, prefix: str = "model") -> None:
+    """Load a checkpoint into ``model``, naming the file of any missing or mismatched tensor."""
+    directory = Path(directory)
+    state = load_state_dict(directory, prefix)
+    weight_map = json.loads((directory / f"{prefix}.safetensors.index.json").read_text())["weight_map"]
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {directory} does not fit the model built from {CONFIG_NAME}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "
+            f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
+        )
+    for name, tensor in state.items():
+        if tensor.shape != own[name].shape:
+            raise CheckpointError(
+                f"{directory / weight_map[name]}: tensor {name!r} has shape {tuple(tensor.shape)}, "
+                f"the model built from {CONFIG_NAME} expects {tuple(own[name].shape)}"
+            )
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,68 @@
+"""Diffusion objective (the paper's eq. 17) and samplers, on top of ``diffusers`` schedulers.
+
+Training: x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, loss = ||eps - eps_theta(x_t, t, q)||^2,
+with the caption replaced by the empty prompt for a fraction of samples so that one
+network gives both the conditional and the unconditional prediction (classifier-free
+guidance).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+SAMPLERS = ("ddim", "ddpm", "dpm++")
+
+
+def make_scheduler(name: str, num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2"):
+    """A fresh ``diffusers`` scheduler for the named sampler (schedulers carry state: one per run)."""
+    common = dict(
+        num_train_timesteps=num_train_timesteps,
+        beta_schedule=beta_schedule,
+        prediction_type="epsilon",
+        # "trailing" puts the first sampling step at t = T-1; "leading" would start at a
+        # less noisy t than the pure noise we begin from (diffusers' own recommendation)
+        timestep_spacing="trailing",
+    )
+    if name == "ddpm":
+        return DDPMScheduler(**common, clip_sample=True)
+    if name == "ddim":
+        return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=False)
+    if name == "dpm++":
+        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+    raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
+
+
+def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, t: int, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The model's current guess of the clean image (what the demo previews)."""
+    abar = alphas_cumprod[int(t)].to(x_t.device, torch.float32)
+    return ((x_t - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
+
+
+def drop_captions(captions: list[str], p: float, generator: torch.Generator | None = None) -> list[str]:
+    """Replace each caption by the empty prompt with probability p (text dropout for guidance)."""
+    if p <= 0:
+        return list(captions)
+    keep = torch.rand(len(captions), generator=generator) >= p
+    return [c if k else "" for c, k in zip(captions, keep.tolist())]
+
+
+def diffusion_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    text_states: torch.Tensor,
+    text_mask: torch.Tensor,
+    scheduler: DDPMScheduler,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Eq. 17: epsilon-prediction MSE at uniformly drawn timesteps. ``x0 [B, C, S, S]`` in [-1, 1].
+
+    Random numbers come from ``generator`` on the CPU, so a run is reproducible on any device.
+    """
+    B = x0.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (B,), generator=generator).to(x0.device)
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device)
+    x_t = scheduler.add_noise(x0.float(), noise, t)
+    eps = model(x_t, t, text_states, text_mask)
+    return F.mse_loss(eps.float(), noise)

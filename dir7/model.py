@@ -1,0 +1,340 @@
+"""The DIR-7 backbone: an epsilon-prediction network for pixel-space diffusion.
+
+    x_t [B, 3, S, S] --conv stem + patchify--> tokens [B, T, D], T = (S / patch)^2
+      -> blocks [RWKV-7 time mixing, CrossWKV(text), channel mixing], adaLN-Zero on t,
+         U-ViT long skips from the first half of the stack to the second
+      -> linear + unpatchify + conv decoder (with a pixel-level skip from the stem) -> eps
+
+Each block scans the image tokens in its own order (rows, rows reversed, columns,
+columns reversed, ...): a layer is unidirectional (the paper's point), the stack is not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .rwkv7 import CROSS_MODES, ChannelMix, CrossWKV, TimeMix
+
+SCAN_ORDERS = ("row", "row_reverse", "col", "col_reverse")
+INITS = ("rwkv7", "xavier")
+
+
+# ---------------------------------------------------------------------------------------
+# Config
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class DIR7Config:
+    # image
+    image_size: int = 64          # pixels per side; DIR-7 runs in pixel space (no VAE)
+    in_channels: int = 3          # RGB in, RGB epsilon out
+    patch_size: int = 2           # tokens are patch x patch pixels: T = (image_size / patch_size)^2
+    conv_channels: int = 64       # width of the conv stem / decoder around the token stack
+    # token stack
+    dim: int = 384                # D, the token width (= heads x head_size)
+    depth: int = 13               # number of DIR-7 blocks; U-ViT skips pair block i with depth-1-i
+    head_size: int = 64           # K = V per head; RWKV-7's kernels are tuned for 64
+    mlp_ratio: float = 4.0        # channel-mix hidden width / D (RWKV-7 uses 4)
+    decay_lora: int = 64          # LoRA rank of the decay w (paper: 64)
+    iclr_lora: int = 64           # LoRA rank of the in-context learning rate eta (paper: 64)
+    value_lora: int = 16          # LoRA rank of the value-residual mix (paper: 16)
+    gate_lora: int = 128          # LoRA rank of the output gate g (paper: 128)
+    scan_orders: tuple[str, ...] = SCAN_ORDERS  # block i scans in scan_orders[i % len]
+    init: str = "rwkv7"           # "rwkv7": RWKV-7's reference recipe; "xavier": the paper's (ablation)
+    # text conditioning
+    cross_mode: str = "prefix"    # CrossWKV variant: "paper" (eqs. 4-16) or "prefix"; see rwkv7.CrossWKV
+    text_encoder: str = "all-MiniLM-L6-v2"  # name or path loaded by dir7.TextEncoder
+    text_dim: int = 384           # per-token width of that encoder (MiniLM 384, CLIP-L 768)
+    max_text_len: int = 77        # prompts are truncated to this many tokens (CLIP's 77)
+    prepend_eot: bool = False     # the paper's <|endoftext|>-first trick
+    # diffusion
+    num_train_timesteps: int = 1000   # eq. 17's T
+    beta_schedule: str = "squaredcos_cap_v2"  # diffusers name; cosine suits 64x64 pixels better than linear
+    text_dropout: float = 0.1     # probability of training on the empty prompt (classifier-free guidance)
+    # defaults for sampling with this model
+    default_sampler: str = "dpm++"
+    default_steps: int = 25
+    default_guidance: float = 4.0
+    notes: dict[str, str] = field(default_factory=dict)  # provenance saved with the weights (training command, data)
+
+    def __post_init__(self):
+        self.scan_orders = tuple(self.scan_orders)
+        if self.dim % self.head_size:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of head_size ({self.head_size})")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+        if self.cross_mode not in CROSS_MODES:
+            raise ValueError(f"cross_mode must be one of {CROSS_MODES}, got {self.cross_mode!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {self.init!r}")
+        bad = [o for o in self.scan_orders if o not in SCAN_ORDERS]
+        if bad or not self.scan_orders:
+            raise ValueError(f"scan_orders must be a non-empty tuple of {SCAN_ORDERS}, got {self.scan_orders}")
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+
+    @property
+    def n_heads(self) -> int:
+        return self.dim // self.head_size
+
+    @property
+    def num_tokens(self) -> int:
+        return (self.image_size // self.patch_size) ** 2
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> DIR7Config:
+        if name not in PRESETS:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        return dataclasses.replace(PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["scan_orders"] = list(self.scan_orders)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> DIR7Config:
+        """Build from a saved dict; unknown keys are an error (a typo must not pass silently)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown DIR7Config field(s) {unknown}")
+        return cls(**d)
+
+
+PRESETS: dict[str, DIR7Config] = {
+    # Diffusion-RWKV-S/2's shape, which the paper copies (D=384, depth 13, 6 heads, patch 2)
+    "dir7-s": DIR7Config(dim=384, depth=13, head_size=64, patch_size=2),
+    # Diffusion-RWKV-H/2's shape (D=1024, depth 37, 16 heads, patch 2)
+    "dir7-h": DIR7Config(dim=1024, depth=37, head_size=64, patch_size=2, conv_channels=128),
+    # small enough to sample a 64x64 image on two CPU cores in seconds
+    "dir7-demo": DIR7Config(
+        dim=192, depth=7, head_size=32, patch_size=4, conv_channels=32,
+        decay_lora=32, iclr_lora=32, value_lora=16, gate_lora=64,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------
+# Embeddings
+# ---------------------------------------------------------------------------------------
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of (possibly fractional) timesteps, as in DDPM / DiT. [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def sincos_pos_embed_2d(dim: int, grid: int) -> torch.Tensor:
+    """Fixed 2-D sin-cos position embedding (MAE / DiT), [grid * grid, dim], raster order."""
+    def one_axis(d: int, pos: torch.Tensor) -> torch.Tensor:
+        omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d / 2))
+        out = pos.double().reshape(-1)[:, None] * omega[None]
+        return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+    ys, xs = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    emb = torch.cat([one_axis(dim // 2, ys), one_axis(dim - dim // 2, xs)], dim=1)
+    return emb.float()
+
+
+def scan_permutation(order: str, grid: int) -> torch.Tensor:
+    """Token indices (into raster order) in the order a block scans them."""
+    idx = torch.arange(grid * grid).view(grid, grid)
+    if order.startswith("col"):
+        idx = idx.t()
+    idx = idx.reshape(-1)
+    return idx.flip(0) if order.endswith("reverse") else idx
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.freq_dim))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+# ---------------------------------------------------------------------------------------
+# Block and model
+# ---------------------------------------------------------------------------------------
+
+
+class DIR7Block(nn.Module):
+    """[time mixing, CrossWKV, channel mixing], each pre-normed, modulated and gated (adaLN-Zero)."""
+
+    def __init__(self, cfg: DIR7Config, layer_id: int, long_skip: bool):
+        super().__init__()
+        D = cfg.dim
+        self.skip_proj = nn.Linear(2 * D, D) if long_skip else None
+        self.norms = nn.ModuleList(nn.LayerNorm(D, elementwise_affine=False, eps=1e-6) for _ in range(3))
+        self.time_mix = TimeMix(cfg, layer_id, cfg.depth)
+        self.cross = CrossWKV(cfg, layer_id, cfg.depth)
+        self.channel_mix = ChannelMix(cfg, layer_id, cfg.depth)
+        # shift, scale, gate for each of the three sub-layers; zero init = the block starts as identity
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 9 * D))
+        nn.init.zeros_(self.ada[1].weight)
+        nn.init.zeros_(self.ada[1].bias)
+
+    def forward(self, x, c, text, text_mask, v_first_self, v_first_cross, skip=None, output_state=False):
+        """x [B, T, D] in this block's scan order; c [B, D]; returns (x, v_firsts, cross_state)."""
+        if self.skip_proj is not None:
+            x = self.skip_proj(torch.cat([x, skip], dim=-1))
+        mods = self.ada(c).chunk(9, dim=-1)
+        shift1, scale1, gate1, shift2, scale2, gate2, shift3, scale3, gate3 = mods
+
+        h, v_first_self, _ = self.time_mix(modulate(self.norms[0](x), shift1, scale1), v_first_self)
+        x = x + gate1[:, None] * h
+        h, v_first_cross, state = self.cross(
+            modulate(self.norms[1](x), shift2, scale2), text, text_mask, v_first_cross, output_final_state=output_state
+        )
+        x = x + gate2[:, None] * h
+        x = x + gate3[:, None] * self.channel_mix(modulate(self.norms[2](x), shift3, scale3))
+        return x, v_first_self, v_first_cross, state
+
+
+class DIR7Model(nn.Module):
+    """Epsilon-prediction network: ``model(x_t, t, text_states, text_mask) -> eps``."""
+
+    def __init__(self, cfg: DIR7Config):
+        super().__init__()
+        self.config = cfg
+        D, p, C = cfg.dim, cfg.patch_size, cfg.conv_channels
+        grid = cfg.image_size // p
+        self.grid = grid
+
+        self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, C, 3, padding=1), nn.SiLU())
+        self.patchify = nn.Conv2d(C, D, kernel_size=p, stride=p)
+        self.t_embed = TimestepEmbedder(D)
+        self.text_norm = nn.LayerNorm(cfg.text_dim)
+
+        # U-ViT: blocks [0, n_skip) feed skips to blocks (depth - n_skip, depth] in reverse
+        self.n_skip = cfg.depth // 2
+        self.blocks = nn.ModuleList(
+            DIR7Block(cfg, i, long_skip=i >= cfg.depth - self.n_skip) for i in range(cfg.depth)
+        )
+
+        self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
+        self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
+        self.unpatch = nn.Linear(D, p * p * C)
+        self.decoder = nn.Sequential(nn.SiLU(), nn.Conv2d(C, cfg.in_channels, 3, padding=1))
+
+        # derived, not learned: kept out of checkpoints
+        self.register_buffer("pos_embed", sincos_pos_embed_2d(D, grid)[None], persistent=False)
+        perms = torch.stack([scan_permutation(o, grid) for o in cfg.scan_orders])
+        self.register_buffer("scan_perm", perms, persistent=False)                  # [n_orders, T]
+        self.register_buffer("scan_inv", torch.argsort(perms, dim=1), persistent=False)
+        self._init_outer()
+
+    @torch.no_grad()
+    def _init_outer(self) -> None:
+        if self.unpatch.weight.is_meta:
+            return
+        nn.init.zeros_(self.final_ada[1].weight)
+        nn.init.zeros_(self.final_ada[1].bias)
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        # the output starts at exactly zero (eps-MSE starts at 1); the conv gets gradient from step one
+        nn.init.zeros_(self.decoder[1].weight)
+        nn.init.zeros_(self.decoder[1].bias)
+
+    @property
+    def cross_layers(self) -> int:
+        return len(self.blocks)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor | float,
+        text_states: torch.Tensor,
+        text_mask: torch.Tensor | None = None,
+        return_states: bool = False,
+    ):
+        """x [B, C, S, S] noisy image, t [B] (or scalar) timestep, text_states [B, L, Dq],
+        text_mask [B, L] (True = real token). Returns eps [B, C, S, S], and with
+        ``return_states`` also the final CrossWKV state of every block, [B, H, K, K] each."""
+        cfg = self.config
+        B, C_in, S, S2 = x.shape
+        if (C_in, S, S2) != (cfg.in_channels, cfg.image_size, cfg.image_size):
+            raise ValueError(
+                f"expected images [B, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}], got {tuple(x.shape)}"
+            )
+        if text_states.dim() != 3 or text_states.shape[0] != B or text_states.shape[-1] != cfg.text_dim:
+            raise ValueError(f"expected text_states [{B}, L, {cfg.text_dim}], got {tuple(text_states.shape)}")
+        if text_mask is None:
+            text_mask = torch.ones(text_states.shape[:2], dtype=torch.bool, device=x.device)
+        t = torch.as_tensor(t, device=x.device).float().expand(B) if not torch.is_tensor(t) or t.dim() == 0 else t
+
+        c = self.t_embed(t)                                           # [B, D]
+        h0 = self.stem(x)                                             # [B, C, S, S]
+        tok = self.patchify(h0).flatten(2).transpose(1, 2)            # [B, T, D], raster order
+        tok = tok + self.pos_embed.to(tok.dtype)
+        text = self.text_norm(text_states)
+        text_mask = text_mask.bool()
+
+        v_self = v_cross = None                                       # v_first, raster order
+        skips, states = [], []
+        n_orders = self.scan_perm.shape[0]
+        for i, block in enumerate(self.blocks):
+            perm, inv = self.scan_perm[i % n_orders], self.scan_inv[i % n_orders]
+            T = tok.shape[1]
+            skip = skips.pop()[:, perm] if block.skip_proj is not None else None
+            # v_first of the cross layer may hold a text prefix before the T image tokens
+            vs = None if v_self is None else v_self[:, perm]
+            vc = None if v_cross is None else torch.cat([v_cross[:, :-T], v_cross[:, -T:][:, perm]], dim=1)
+            out, vs, vc, state = block(tok[:, perm], c, text, text_mask, vs, vc, skip, return_states)
+            tok = out[:, inv]                                         # back to raster order
+            if i == 0:
+                v_self = vs[:, inv]
+                v_cross = torch.cat([vc[:, :-T], vc[:, -T:][:, inv]], dim=1)
+            if i < self.n_skip:
+                skips.append(tok)
+            states.append(state)
+
+        shift, scale = self.final_ada(c).chunk(2, dim=-1)
+        tok = self.unpatch(modulate(self.final_norm(tok), shift, scale))  # [B, T, p*p*C]
+        p, g = cfg.patch_size, self.grid
+        h = tok.view(B, g, g, p, p, -1).permute(0, 5, 1, 3, 2, 4).reshape(B, -1, S, S)  # unpatchify
+        eps = self.decoder(h + h0)                                    # pixel-level skip from the stem
+        return (eps, states) if return_states else eps
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def count_parameters_by_part(model: DIR7Model) -> dict[str, int]:
+    """Parameter counts grouped the way the README reports them."""
+    parts = {"time_mix": 0, "cross_wkv": 0, "channel_mix": 0, "adaLN": 0, "skips": 0, "stem_decoder_embed": 0}
+    for name, p in model.named_parameters():
+        n = p.numel()
+        if ".time_mix." in name:
+            parts["time_mix"] += n
+        elif ".cross." in name:
+            parts["cross_wkv"] += n
+        elif ".channel_mix." in name:
+            parts["channel_mix"] += n
+        elif ".ada." in name:
+            parts["adaLN"] += n
+        elif ".skip_proj." in name:
+            parts["skips"] += n
+        else:
+            parts["stem_decoder_embed"] += n
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+__all__ = ["PRESETS", "DIR7Block", "DIR7Config", "DIR7Model", "count_parameters_by_part"]

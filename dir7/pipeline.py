@@ -1,0 +1,286 @@
+"""Text -> image sampling with a DIR-7 model: ``DIR7Pipeline``.
+
+    pipe = DIR7Pipeline.from_pretrained()            # the model shipped in checkpoints/
+    out = pipe("a red circle", num_inference_steps=25, guidance_scale=4.0, seed=0)
+    out.images[0].save("red_circle.png"); out.state_stats.rms  # [steps, B, layers, heads]
+
+``steps(...)`` is the same sampling loop as a generator (one event per denoising step),
+for callers that stream, such as the demo app.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .checkpoint import CONFIG_NAME, CheckpointError, atomic_directory_write, load_into, save_state_dict
+from .diffusion import SAMPLERS, make_scheduler, predicted_x0
+from .model import DIR7Config, DIR7Model
+from .stats import StateStats, layer_head_stats
+from .text_encoder import TextEncoder
+
+# the shipped model lives in the repository, next to the package
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "dir7-shapes"
+MAX_SEED = 2**32 - 1
+MAX_GUIDANCE = 20.0
+MAX_IMAGES_PER_PROMPT = 16
+
+
+def default_checkpoint() -> Path:
+    """``$DIR7_CHECKPOINT`` if set, else the shipped model."""
+    return Path(os.environ.get("DIR7_CHECKPOINT", SHIPPED_CHECKPOINT))
+
+
+def to_pil(x: torch.Tensor) -> list[Image.Image]:
+    """``[B, 3, S, S]`` in [-1, 1] -> PIL images."""
+    arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return [Image.fromarray(np.ascontiguousarray(a.permute(1, 2, 0).cpu().numpy())) for a in arr]
+
+
+@dataclass
+class StepOutput:
+    """One denoising step, as streamed by :meth:`DIR7Pipeline.steps`."""
+
+    step: int                       # 0-based index of the step just done
+    total: int                      # number of steps
+    timestep: int                   # diffusion timestep of this step
+    preview: list[Image.Image]      # the model's x0 prediction, one per image
+    state_rms: torch.Tensor         # [B, cross layers, heads], conditional branch
+    stable_rank: torch.Tensor       # [B, cross layers, heads]
+    seed: int                       # the seed used (drawn at random when None was asked)
+    images: list[Image.Image] | None = None  # the final images, on the last step only
+
+
+@dataclass
+class DIR7PipelineOutput:
+    images: list[Image.Image]
+    state_stats: StateStats
+    seed: int
+
+
+class DIR7Pipeline:
+    SAMPLERS = SAMPLERS
+
+    def __init__(self, model: DIR7Model, text_encoder: TextEncoder, name: str = "untrained", trained: bool = False):
+        if text_encoder.dim != model.config.text_dim:
+            raise ValueError(
+                f"text encoder {text_encoder.name!r} gives {text_encoder.dim}-d states, "
+                f"the model expects text_dim={model.config.text_dim}"
+            )
+        self.model = model.eval()
+        self.text_encoder = text_encoder
+        self.name = name
+        self.trained = trained
+
+    # ---- construction, saving ---------------------------------------------------------
+
+    @classmethod
+    def from_config(cls, cfg: DIR7Config, text_encoder: TextEncoder | None = None) -> DIR7Pipeline:
+        """A randomly initialised model (clearly ``trained=False``)."""
+        enc = text_encoder or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot)
+        return cls(DIR7Model(cfg), enc, name="untrained", trained=False)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | os.PathLike | None = None, text_encoder: TextEncoder | None = None
+    ) -> DIR7Pipeline:
+        """Load ``config.json`` + sharded safetensors from ``path`` (default: the shipped model)."""
+        path = Path(path) if path is not None else default_checkpoint()
+        config_path = path / CONFIG_NAME
+        if not config_path.is_file():
+            raise FileNotFoundError(
+                f"no DIR-7 checkpoint at {path} ({CONFIG_NAME} missing)"
+                + ("; no trained model is shipped in this checkout yet" if path == SHIPPED_CHECKPOINT else "")
+            )
+        try:
+            cfg = DIR7Config.from_dict(json.loads(config_path.read_text()), source=str(config_path))
+        except (json.JSONDecodeError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{config_path}: invalid config: {e}") from e
+        model = DIR7Model(cfg)
+        load_into(model, path)
+        enc = text_encoder or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot)
+        return cls(model, enc, name=path.name, trained=True)
+
+    def save_pretrained(self, path: str | os.PathLike) -> Path:
+        """Write ``config.json`` and the model's weights (the frozen text encoder is not copied)."""
+        cfg, state = self.model.config, self.model.state_dict()
+
+        def write(tmp: Path) -> None:
+            (tmp / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2))
+            save_state_dict(state, tmp)
+
+        return atomic_directory_write(path, write)
+
+    def to(self, device: str | torch.device) -> DIR7Pipeline:
+        self.model.to(device)
+        self.text_encoder.to(device)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def info(self) -> dict:
+        cfg = self.model.config
+        return {
+            "name": self.name, "trained": self.trained, "params": self.model.num_parameters(),
+            "cross_mode": cfg.cross_mode, "image_size": cfg.image_size, "text_encoder": cfg.text_encoder,
+            "default_sampler": cfg.default_sampler, "default_steps": cfg.default_steps,
+            "default_guidance": cfg.default_guidance,
+        }
+
+    # ---- input checking ---------------------------------------------------------------
+
+    def check_inputs(
+        self, prompt, negative_prompt=None, num_inference_steps=None, guidance_scale=None, seed=0,
+        sampler=None, num_images_per_prompt: int = 1,
+    ) -> None:
+        """Raise ``ValueError`` with a message meant for a person, for anything we cannot sample."""
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list | tuple) or not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("The prompt must be a string or a non-empty list of strings.")
+        if any(not p.strip() for p in prompts):
+            raise ValueError("Please enter a prompt: it is empty.")
+        if negative_prompt is not None:
+            negs = [negative_prompt] if isinstance(negative_prompt, str) else negative_prompt
+            if not isinstance(negs, list | tuple) or not all(isinstance(p, str) for p in negs):
+                raise ValueError("The negative prompt must be a string or a list of strings.")
+            if len(negs) not in (1, len(prompts)):
+                raise ValueError(f"Got {len(negs)} negative prompts for {len(prompts)} prompts.")
+        max_steps = self.model.config.num_train_timesteps
+        if num_inference_steps is not None and (
+            isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral)
+            or not 1 <= num_inference_steps <= max_steps
+        ):
+            raise ValueError(f"Steps must be a whole number from 1 to {max_steps}, got {num_inference_steps!r}.")
+        if guidance_scale is not None and (
+            isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real)
+            or not math.isfinite(guidance_scale) or not 0 <= guidance_scale <= MAX_GUIDANCE
+        ):
+            raise ValueError(f"Guidance scale must be a number from 0 to {MAX_GUIDANCE:g}, got {guidance_scale!r}.")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED
+        ):
+            raise ValueError(f"Seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}.")
+        if sampler is not None and sampler not in SAMPLERS:
+            raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        if not (isinstance(num_images_per_prompt, numbers.Integral)
+                and 1 <= num_images_per_prompt <= MAX_IMAGES_PER_PROMPT):
+            raise ValueError(f"num_images_per_prompt must be from 1 to {MAX_IMAGES_PER_PROMPT}.")
+
+    # ---- sampling ---------------------------------------------------------------------
+
+    @torch.no_grad()
+    def steps(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = 0,
+        sampler: str | None = None,
+        num_images_per_prompt: int = 1,
+    ) -> Iterator[StepOutput]:
+        """Sample, yielding a :class:`StepOutput` after every denoising step.
+
+        Defaults (None) come from the model's config. ``seed=None`` draws one; the seed used
+        is in every event. Same inputs and seed give bit-identical images on the CPU.
+        """
+        cfg = self.model.config
+        num_inference_steps = cfg.default_steps if num_inference_steps is None else num_inference_steps
+        guidance_scale = cfg.default_guidance if guidance_scale is None else guidance_scale
+        sampler = cfg.default_sampler if sampler is None else sampler
+        self.check_inputs(prompt, negative_prompt, num_inference_steps, guidance_scale, seed, sampler,
+                          num_images_per_prompt)
+        seed = secrets.randbelow(MAX_SEED + 1) if seed is None else int(seed)
+
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        B = len(prompts)
+        negs = negative_prompt if negative_prompt is not None else ""
+        negs = [negs] * len(prompts) if isinstance(negs, str) else [n for n in negs for _ in range(num_images_per_prompt)]
+        if len(negs) != B:  # one negative prompt for several prompts
+            negs = negs[:1] * B
+
+        guided = guidance_scale != 1.0  # at scale 1 the unconditional branch cancels out
+        text, mask = self.text_encoder(prompts)
+        if guided:
+            null_text, null_mask = self.text_encoder(negs)
+            text, mask = _cat_text((null_text, null_mask), (text, mask))  # [uncond; cond]
+
+        scheduler = make_scheduler(sampler, cfg.num_train_timesteps, cfg.beta_schedule)
+        scheduler.set_timesteps(num_inference_steps)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        S = cfg.image_size
+        # noise is drawn on the CPU so a seed means the same image on every device
+        x = torch.randn(B, cfg.in_channels, S, S, generator=generator).to(self.device)
+        x = x * scheduler.init_noise_sigma
+        step_kwargs = {"generator": generator} if sampler == "ddpm" else {}
+
+        timesteps = scheduler.timesteps
+        for i, t in enumerate(timesteps):
+            x_in = scheduler.scale_model_input(x, t)
+            model_in = torch.cat([x_in, x_in]) if guided else x_in
+            t_batch = torch.full((model_in.shape[0],), int(t), device=self.device)
+            eps, states = self.model(model_in, t_batch, text, mask, return_states=True)
+            if guided:
+                eps_uncond, eps_cond = eps.chunk(2)
+                # guidance on all channels (DiT's reference code guided only the first three)
+                eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+                states = [s[B:] for s in states]                         # conditional branch
+            x0 = predicted_x0(x, eps, int(t), scheduler.alphas_cumprod)
+            x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
+            rms, srank = layer_head_stats(states)
+            last = i == len(timesteps) - 1
+            yield StepOutput(
+                step=i, total=len(timesteps), timestep=int(t), preview=to_pil(x0),
+                state_rms=rms.cpu(), stable_rank=srank.cpu(), seed=seed,
+                images=to_pil(x) if last else None,
+            )
+
+    def __call__(
+        self,
+        prompt: str | list[str],
+        negative_prompt: str | list[str] | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        seed: int | None = 0,
+        sampler: str | None = None,
+        num_images_per_prompt: int = 1,
+        callback: Callable[[int, int, dict], None] | None = None,
+        progress: bool = False,
+    ) -> DIR7PipelineOutput:
+        """Sample images. ``callback(step, total, info)`` runs after every step; ``info`` holds
+        ``timestep``, ``preview`` (x0 prediction, PIL), ``state_rms`` and ``stable_rank``."""
+        stats = StateStats()
+        events = self.steps(prompt, negative_prompt, num_inference_steps, guidance_scale, seed, sampler,
+                            num_images_per_prompt)
+        if progress:
+            from tqdm.auto import tqdm
+
+            events = tqdm(events, total=num_inference_steps or self.model.config.default_steps, desc="sampling")
+        for ev in events:
+            stats.append(ev.timestep, ev.state_rms, ev.stable_rank)
+            if callback is not None:
+                callback(ev.step, ev.total, {"timestep": ev.timestep, "preview": ev.preview,
+                                             "state_rms": ev.state_rms, "stable_rank": ev.stable_rank})
+        return DIR7PipelineOutput(images=ev.images, state_stats=stats, seed=ev.seed)
+
+
+def _cat_text(*parts: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concatenate (states, mask) batches of different lengths, padding with masked zeros."""
+    L = max(s.shape[1] for s, _ in parts)
+    states = [torch.nn.functional.pad(s, (0, 0, 0, L - s.shape[1])) for s, _ in parts]
+    masks = [torch.nn.functional.pad(m, (0, L - m.shape[1]), value=False) for _, m in parts]
+    return torch.cat(states), torch.cat(masks)

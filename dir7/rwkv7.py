@@ -1,0 +1,327 @@
+"""RWKV-7 layers: time mixing over image tokens, CrossWKV (text -> image), channel mixing.
+
+Equations follow ../shared/DESIGN.md section 2 (the paper's eqs. 4-16, with its slips
+fixed). All layers take ``x [B, T, D]`` and work per head in the ``[B, T, H, K]`` layout.
+The WKV recurrence itself lives in ``kernels`` and is reached only through ``wkv7``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kernels import wkv7
+
+# w = -exp(-0.5) * sigmoid(z): the log-decay lies in (-0.6065, 0), the decay in (0.545, 1).
+# Equal to RWKV-7's exp(-softplus(-z) - 0.5) form; fla's chunk_rwkv7 takes w itself.
+LOG_DECAY_SCALE = -0.6065306597126334
+
+
+def token_shift(x: torch.Tensor) -> torch.Tensor:
+    """x_{t-1} for every t (zeros at t = 0). ``x [B, T, D]``."""
+    return F.pad(x, (0, 0, 1, -1))
+
+
+# ---------------------------------------------------------------------------------------
+# LoRA
+# ---------------------------------------------------------------------------------------
+
+
+class LoRA(nn.Module):
+    """``x -> act(x A) B + bias``: the low-rank data-dependent terms of RWKV-7.
+
+    A is zero at init (the term starts as its bias), B orthogonal, so A still gets gradient.
+    """
+
+    def __init__(self, dim: int, rank: int, out_dim: int | None = None, act: str = "none", bias: bool = True):
+        super().__init__()
+        out_dim = dim if out_dim is None else out_dim
+        self.A = nn.Parameter(torch.zeros(dim, rank))
+        self.B = nn.Parameter(torch.zeros(rank, out_dim))
+        self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
+        self.act = {"none": nn.Identity(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid()}[act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(x @ self.A) @ self.B
+        return y if self.bias is None else y + self.bias
+
+
+def _orthogonal_(p: torch.Tensor, gain: float) -> None:
+    # RWKV-7's ortho_init: a tall matrix gets gain * sqrt(rows / cols).
+    rows, cols = p.shape
+    nn.init.orthogonal_(p, gain=gain * (math.sqrt(rows / cols) if rows > cols else 1.0))
+
+
+def _xavier_(module: nn.Module, gain: float) -> None:
+    """The paper's init: Xavier-uniform on every matrix, zero elsewhere (kept for the ablation).
+
+    It leaves the token shift (mu), k_k, k_a and r_k at zero: no token shift and no
+    delta-rule removal until training moves them. DESIGN.md section 2 explains why the
+    RWKV-7 recipe is the default.
+    """
+    for p in module.parameters(recurse=False):
+        nn.init.zeros_(p)
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, LoRA):
+            nn.init.xavier_uniform_(m.A, gain=gain)
+            nn.init.xavier_uniform_(m.B, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+def _shift_ramp(dim: int, layer_id: int, n_layers: int) -> tuple[torch.Tensor, float, float]:
+    """RWKV-7's per-channel ramp i / D and the two layer ratios used by its init."""
+    ramp = torch.arange(dim, dtype=torch.float32) / dim
+    ratio_0_to_1 = layer_id / max(n_layers - 1, 1)
+    ratio_1_to_almost0 = 1.0 - layer_id / n_layers
+    return ramp, ratio_0_to_1, ratio_1_to_almost0
+
+
+# ---------------------------------------------------------------------------------------
+# Time mixing (self) and CrossWKV
+# ---------------------------------------------------------------------------------------
+
+
+class TimeMix(nn.Module):
+    """RWKV-7 time mixing: token shift, projections, value residual, WKV, GroupNorm, gate.
+
+    ``forward(x, v_first)`` returns ``(out, v_first, state)``. The first layer of a stack
+    (``layer_id == 0``) gets ``v_first=None`` and returns its own values as ``v_first``;
+    later layers lerp towards it (the value residual, eq. 10).
+    """
+
+    def __init__(self, cfg, layer_id: int, n_layers: int):
+        super().__init__()
+        D, K = cfg.dim, cfg.head_size
+        self.layer_id, self.n_layers = layer_id, n_layers
+        self.n_heads, self.head_size = D // K, K
+        self.init_scheme = cfg.init
+        # token-shift lerp weights for r, w, k, v, a(eta), g
+        self.mu = nn.Parameter(torch.zeros(6, D))
+        self.receptance = nn.Linear(D, D, bias=False)
+        self.key = nn.Linear(D, D, bias=False)
+        self.value = nn.Linear(D, D, bias=False)
+        self.output = nn.Linear(D, D, bias=False)
+        self.w_lora = LoRA(D, cfg.decay_lora, act="tanh")
+        self.a_lora = LoRA(D, cfg.iclr_lora)
+        # the first layer defines v_first, so it has no value-residual LoRA (an unused
+        # parameter would also break DDP's gradient bucketing)
+        self.v_lora = LoRA(D, cfg.value_lora) if layer_id > 0 else None
+        self.g_lora = LoRA(D, cfg.gate_lora, act="sigmoid", bias=False)
+        self.k_k = nn.Parameter(torch.zeros(D))    # scales k before normalising it into kk
+        self.k_a = nn.Parameter(torch.zeros(D))    # how much eta shrinks the written key
+        self.r_k = nn.Parameter(torch.zeros(self.n_heads, K))  # per-head "bonus" r.k weight
+        # RWKV-7's ln_x: per-head normalisation, eps scaled by the head size
+        self.ln_x = nn.GroupNorm(self.n_heads, D, eps=K * 1e-5)
+        self.reset_parameters()
+
+    # ---- init ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        if self.mu.is_meta:  # counting parameters without memory: nothing to initialise
+            return
+        if self.init_scheme == "xavier":
+            _xavier_(self, gain=2**-2.5)
+            return
+        D, K = self.mu.shape[1], self.head_size
+        ramp, r01, r10 = _shift_ramp(D, self.layer_id, self.n_layers)
+        for i, power in enumerate((0.2, 0.9, 0.7, 0.7, 0.9, 0.2)):  # r, w, k, v, a, g
+            self.mu[i] = 1.0 - ramp.pow(power * r10)
+        n = torch.arange(D, dtype=torch.float32)
+        linear = n / (D - 1) - 0.5
+        zigzag = ((n % K) - (K - 1) / 2) / ((K - 1) / 2)
+        zigzag = zigzag * zigzag.abs()
+        # decay bias ramps across channels: slow decay on some channels, fast on others
+        decay_bias = -6 + 6 * (n / (D - 1)) ** (1 + r01**0.3)
+        self.w_lora.bias.copy_(decay_bias + 0.5 + zigzag * 2.5)
+        self.a_lora.bias.copy_(-0.19 + zigzag * 0.3 + linear * 0.4)
+        if self.v_lora is not None:
+            self.v_lora.bias.copy_(0.73 - linear * 0.4)
+        for lora in (self.w_lora, self.a_lora, self.v_lora, self.g_lora):
+            if lora is not None:
+                nn.init.zeros_(lora.A)
+                _orthogonal_(lora.B, 0.1)
+        self.k_k.copy_(0.71 - linear * 0.1)
+        self.k_a.fill_(1.02)
+        self.r_k.fill_(-0.04)
+        bound = 0.5 / math.sqrt(D)
+        if self.receptance is not None:
+            nn.init.uniform_(self.receptance.weight, -bound, bound)
+        nn.init.uniform_(self.key.weight, -0.1 * bound, 0.1 * bound)
+        nn.init.uniform_(self.value.weight, -bound, bound)
+        # RWKV-7 zeroes W_o. Inside DIR-7 every sub-layer is also multiplied by an adaLN-Zero
+        # gate that starts at zero; with both at zero neither gets a gradient (a saddle), so
+        # W_o gets the same small init as W_r instead.
+        nn.init.uniform_(self.output.weight, -bound, bound)
+        self.ln_x.reset_parameters()
+
+    # ---- forward ------------------------------------------------------------------------
+
+    def mix(
+        self,
+        x: torch.Tensor,
+        v_first: torch.Tensor | None,
+        receptance: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+        initial_state: torch.Tensor | None = None,
+        output_final_state: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The shared body of self and cross time mixing.
+
+        receptance: ``[B, T, D]`` to use instead of ``W_r x_r`` (CrossWKV paper mode).
+        keep: ``[B, T]`` bool; positions where it is False become identity steps of the
+        recurrence (no decay, no removal, no write): how text padding is kept out.
+        """
+        B, T, D = x.shape
+        H, K = self.n_heads, self.head_size
+        delta = token_shift(x) - x
+        xr, xw, xk, xv, xa, xg = (x + delta * mu for mu in self.mu)  # each [B, T, D]
+
+        r = self.receptance(xr) if receptance is None else receptance
+        log_decay = LOG_DECAY_SCALE * torch.sigmoid(self.w_lora(xw))
+        k = self.key(xk)
+        v = self.value(xv)
+        if v_first is None:
+            v_first = v
+        else:
+            v = torch.lerp(v, v_first, torch.sigmoid(self.v_lora(xv)))
+        eta = torch.sigmoid(self.a_lora(xa))   # in-context learning rate, (0, 1)
+        g = self.g_lora(xg)
+        kk = F.normalize((k * self.k_k).view(B, T, H, K), dim=-1)  # removal key, unit norm per head
+        k = k * (1 + (eta - 1) * self.k_a)
+
+        # [B, T, D] -> [B, T, H, K]
+        r, log_decay, k, v, eta = (t.view(B, T, H, K) for t in (r, log_decay, k, v, eta))
+        if keep is not None:
+            m = keep.to(x.dtype)[:, :, None, None]
+            log_decay, k, kk = log_decay * m, k * m, kk * m
+        o, state = wkv7(
+            r, log_decay, k, v, -kk, kk * eta,
+            scale=1.0, initial_state=initial_state, output_final_state=output_final_state,
+        )                                                             # o: [B, T, H, K]
+        o = self.ln_x(o.reshape(B * T, D)).view(B, T, H, K)
+        o = o + (r * k * self.r_k).sum(-1, keepdim=True) * v         # per-head bonus
+        return self.output(o.reshape(B, T, D) * g), v_first, state
+
+    def forward(self, x, v_first=None, initial_state=None, output_final_state=False):
+        return self.mix(x, v_first, initial_state=initial_state, output_final_state=output_final_state)
+
+
+CROSS_MODES = ("paper", "prefix")
+
+
+class CrossWKV(TimeMix):
+    """Text -> image cross-attention built from the RWKV-7 state.
+
+    ``mode="paper"`` (eqs. 4-16 literally): the text, zero-padded to the image length,
+    supplies the receptance r; w, k, v, a, g and the token shift come from the image.
+    Since the Linear has no bias, image positions t >= L get r = 0 and so read neither
+    the text nor the state: only ``W_o(beta_GroupNorm * g_t)`` comes out there.
+
+    ``mode="prefix"``: the projected text is scanned first and the image after it, in one
+    sequence; every image position reads a state that holds the whole prompt. Padding is
+    moved to the front and turned into identity steps, so outputs do not depend on it.
+    """
+
+    def __init__(self, cfg, layer_id: int, n_layers: int):
+        self.mode = cfg.cross_mode
+        if self.mode not in CROSS_MODES:
+            raise ValueError(f"cross_mode must be one of {CROSS_MODES}, got {self.mode!r}")
+        super().__init__(cfg, layer_id, n_layers)
+        if self.mode == "paper":
+            # eq. 7: r = Linear_{Dq -> D}(q_padded), no bias; W_r on the image is not used
+            self.receptance = None
+            self.text_receptance = nn.Linear(cfg.text_dim, cfg.dim, bias=False)
+        else:
+            self.text_in = nn.Linear(cfg.text_dim, cfg.dim, bias=False)
+        self.reset_text_parameters()
+
+    @torch.no_grad()
+    def reset_text_parameters(self) -> None:
+        lin = self.text_receptance if self.mode == "paper" else self.text_in
+        if lin.weight.is_meta:
+            return
+        if self.init_scheme == "xavier":
+            nn.init.xavier_uniform_(lin.weight, gain=2**-2.5)
+        else:
+            bound = 0.5 / math.sqrt(lin.in_features)
+            nn.init.uniform_(lin.weight, -bound, bound)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor,
+        v_first: torch.Tensor | None = None,
+        output_final_state: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """x ``[B, T, D]`` image tokens, text ``[B, L, Dq]``, text_mask ``[B, L]`` (True = token)."""
+        B, T, D = x.shape
+        L = text.shape[1]
+        if self.mode == "paper":
+            if L > T:
+                raise ValueError(
+                    f"CrossWKV paper mode pads the text to the image length, but the prompt has {L} tokens "
+                    f"and the image {T}: use cross_mode='prefix', a shorter max_text_len or a larger image"
+                )
+            q = text * text_mask[..., None].to(text.dtype)
+            q_padded = F.pad(q, (0, 0, 0, T - L))                       # [B, T, Dq]
+            return self.mix(x, v_first, receptance=self.text_receptance(q_padded),
+                            output_final_state=output_final_state)
+
+        # prefix mode: move padding to the front (a stable sort keeps token order), so the
+        # first image token's shift sees the last real text token
+        order = torch.argsort(text_mask.to(torch.int8), dim=1, stable=True)  # [B, L]
+        keep_text = torch.gather(text_mask, 1, order)
+        text = torch.gather(text, 1, order[..., None].expand(-1, -1, text.shape[-1]))
+        prefix = self.text_in(text) * keep_text[..., None].to(x.dtype)  # [B, L, D]
+        seq = torch.cat([prefix, x], dim=1)                              # [B, L + T, D]
+        keep = torch.cat([keep_text, keep_text.new_ones(B, T)], dim=1)
+        out, v_first, state = self.mix(seq, v_first, keep=keep, output_final_state=output_final_state)
+        return out[:, L:], v_first, state                                 # image positions only
+
+
+# ---------------------------------------------------------------------------------------
+# Channel mixing
+# ---------------------------------------------------------------------------------------
+
+
+class ChannelMix(nn.Module):
+    """RWKV-7 channel mixing: ``W_v(relu(W_k x_k)^2)`` with a token-shifted ``x_k``."""
+
+    def __init__(self, cfg, layer_id: int, n_layers: int):
+        super().__init__()
+        D = cfg.dim
+        hidden = int(cfg.mlp_ratio * D)
+        self.layer_id, self.n_layers, self.init_scheme = layer_id, n_layers, cfg.init
+        self.mu_k = nn.Parameter(torch.zeros(D))
+        self.key = nn.Linear(D, hidden, bias=False)
+        self.value = nn.Linear(hidden, D, bias=False)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        if self.mu_k.is_meta:
+            return
+        if self.init_scheme == "xavier":
+            _xavier_(self, gain=2**-2.5)
+            return
+        D = self.mu_k.shape[0]
+        ramp, _, r10 = _shift_ramp(D, self.layer_id, self.n_layers)
+        self.mu_k.copy_(1.0 - ramp.pow(r10**4))
+        bound = 0.5 / math.sqrt(D)
+        nn.init.uniform_(self.key.weight, -bound, bound)
+        # RWKV-7 zeroes W_v; see TimeMix.reset_parameters for why DIR-7 does not
+        nn.init.uniform_(self.value.weight, -bound / 2, bound / 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xk = x + (token_shift(x) - x) * self.mu_k
+        return self.value(torch.relu(self.key(xk)).square())
