@@ -206,12 +206,11 @@ class DIR7Pipeline:
         seed = secrets.randbelow(MAX_SEED + 1) if seed is None else int(seed)
 
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        negs = [negative_prompt or ""] if not isinstance(negative_prompt, list | tuple) else list(negative_prompt)
+        negs = negs * len(prompts) if len(negs) == 1 else negs  # one negative prompt for all
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        negs = [n for n in negs for _ in range(num_images_per_prompt)]
         B = len(prompts)
-        negs = negative_prompt if negative_prompt is not None else ""
-        negs = [negs] * len(prompts) if isinstance(negs, str) else [n for n in negs for _ in range(num_images_per_prompt)]
-        if len(negs) != B:  # one negative prompt for several prompts
-            negs = negs[:1] * B
 
         guided = guidance_scale != 1.0  # at scale 1 the unconditional branch cancels out
         text, mask = self.text_encoder(prompts)

@@ -264,7 +264,7 @@ class CrossWKV(TimeMix):
         output_final_state: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """x ``[B, T, D]`` image tokens, text ``[B, L, Dq]``, text_mask ``[B, L]`` (True = token)."""
-        B, T, D = x.shape
+        B, T, _ = x.shape
         L = text.shape[1]
         if self.mode == "paper":
             if L > T:
