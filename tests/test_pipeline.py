@@ -1,0 +1,165 @@
+"""Sampling, guidance, determinism, streaming, checkpoints and input checking."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import dir7
+from dir7.checkpoint import MAX_SHARD_BYTES
+from tests.conftest import randomize_zero_inits, tiny_config
+
+
+@pytest.fixture(scope="module")
+def pipe(text_encoder):
+    torch.manual_seed(0)
+    return dir7.DIR7Pipeline(randomize_zero_inits(dir7.DIR7Model(tiny_config()), std=0.3), text_encoder)
+
+
+def pixels(image):
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("sampler", dir7.SAMPLERS)
+def test_every_sampler_gives_images_and_state_stats(pipe, sampler):
+    out = pipe(["a red circle", "two blue stars"], num_inference_steps=3, seed=1, sampler=sampler,
+               num_images_per_prompt=2)
+    assert len(out.images) == 4 and out.images[0].size == (16, 16) and out.images[0].mode == "RGB"
+    cfg = pipe.model.config
+    assert out.state_stats.rms.shape == (3, 4, cfg.depth, cfg.n_heads)
+    assert out.state_stats.stable_rank.shape == (3, 4, cfg.depth, cfg.n_heads)
+    srank = out.state_stats.stable_rank
+    assert (srank >= 1 - 1e-4).all() and (srank <= cfg.head_size + 1e-4).all()
+    assert len(out.state_stats.timesteps) == 3
+
+
+def test_same_seed_same_image_other_seed_other_image(pipe):
+    a = pipe("a red circle", num_inference_steps=3, seed=7, sampler="ddpm")
+    b = pipe("a red circle", num_inference_steps=3, seed=7, sampler="ddpm")
+    c = pipe("a red circle", num_inference_steps=3, seed=8, sampler="ddpm")
+    assert np.array_equal(pixels(a.images[0]), pixels(b.images[0]))
+    assert torch.equal(a.state_stats.rms, b.state_stats.rms)
+    assert not np.array_equal(pixels(a.images[0]), pixels(c.images[0]))
+
+
+def test_random_seed_is_reported_and_reproduces(pipe):
+    out = pipe("a red circle", num_inference_steps=2, seed=None)
+    again = pipe("a red circle", num_inference_steps=2, seed=out.seed)
+    assert np.array_equal(pixels(out.images[0]), pixels(again.images[0]))
+
+
+def test_guidance_changes_the_image_and_scale_one_skips_the_unconditional_branch(pipe, monkeypatch):
+    batches = []
+    forward = pipe.model.forward
+
+    def spy(x, *args, **kwargs):
+        batches.append(x.shape[0])
+        return forward(x, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.model, "forward", spy)
+    g1 = pipe("a red circle", num_inference_steps=6, guidance_scale=1.0, seed=3, sampler="ddim")
+    assert set(batches) == {1}
+    batches.clear()
+    g4 = pipe("a red circle", num_inference_steps=6, guidance_scale=4.0, seed=3, sampler="ddim")
+    assert set(batches) == {2}
+    assert not np.array_equal(pixels(g1.images[0]), pixels(g4.images[0]))
+
+
+def test_callback_and_streaming_steps_agree(pipe):
+    seen = []
+    out = pipe("a star", num_inference_steps=4, seed=5, callback=lambda i, n, info: seen.append((i, n, info)))
+    assert [(i, n) for i, n, _ in seen] == [(i, 4) for i in range(4)]
+    assert set(seen[0][2]) == {"timestep", "preview", "state_rms", "stable_rank"}
+    events = list(pipe.steps("a star", num_inference_steps=4, seed=5))
+    assert [e.step for e in events] == [0, 1, 2, 3]
+    assert all(e.images is None for e in events[:-1])
+    assert np.array_equal(pixels(events[-1].images[0]), pixels(out.images[0]))
+    assert events[0].timestep > events[-1].timestep
+    assert events[0].preview[0].size == (16, 16)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prompt": "   "}, "empty"),
+        ({"prompt": ""}, "empty"),
+        ({"prompt": 3}, "string"),
+        ({"num_inference_steps": 0}, "Steps"),
+        ({"num_inference_steps": 2.5}, "Steps"),
+        ({"num_inference_steps": 5000}, "Steps"),
+        ({"guidance_scale": -1.0}, "Guidance"),
+        ({"guidance_scale": float("nan")}, "Guidance"),
+        ({"guidance_scale": 99.0}, "Guidance"),
+        ({"seed": -1}, "Seed"),
+        ({"seed": 2**40}, "Seed"),
+        ({"seed": 1.5}, "Seed"),
+        ({"seed": True}, "Seed"),
+        ({"sampler": "euler-magic"}, "sampler"),
+        ({"negative_prompt": ["a", "b"]}, "negative prompts"),
+    ],
+)
+def test_bad_inputs_are_rejected_with_a_clear_message(pipe, kwargs, message):
+    args = {"prompt": "a red circle", "num_inference_steps": 2, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        pipe(**args)
+
+
+def test_save_load_round_trip_gives_identical_outputs(pipe, tmp_path, text_encoder):
+    path = pipe.save_pretrained(tmp_path / "ckpt")
+    loaded = dir7.DIR7Pipeline.from_pretrained(path, text_encoder=text_encoder)
+    assert loaded.trained and loaded.model.config == pipe.model.config
+    x, t, text = torch.randn(2, 3, 16, 16), torch.tensor([3, 700]), torch.randn(2, 5, 384)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x, t, text), pipe.model(x, t, text))
+    a = pipe("a red circle", num_inference_steps=2, seed=1)
+    b = loaded("a red circle", num_inference_steps=2, seed=1)
+    assert np.array_equal(pixels(a.images[0]), pixels(b.images[0]))
+    # saving again over an existing checkpoint replaces it whole
+    pipe.save_pretrained(path)
+    assert dir7.DIR7Pipeline.from_pretrained(path, text_encoder=text_encoder).model.config == pipe.model.config
+
+
+def test_shards_stay_under_16_mib_and_no_pickle(tmp_path, text_encoder):
+    pipe = dir7.DIR7Pipeline(dir7.DIR7Model(dir7.DIR7Config.from_preset("dir7-demo")), text_encoder)
+    path = pipe.save_pretrained(tmp_path / "demo")
+    shards = sorted(path.glob("*.safetensors"))
+    assert len(shards) >= 2
+    # tensors are packed up to MAX_SHARD_BYTES; the safetensors header comes on top
+    assert MAX_SHARD_BYTES < 16 * 1024 * 1024
+    assert all(s.stat().st_size < 16 * 1024 * 1024 for s in shards)
+    assert not list(path.glob("*.bin")) and not list(path.glob("*.pt")) and not list(path.glob("*.pkl"))
+    index = json.loads((path / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == {s.name for s in shards}
+
+
+def test_checkpoint_errors_name_the_file(pipe, tmp_path, text_encoder):
+    path = pipe.save_pretrained(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        dir7.DIR7Pipeline.from_pretrained(tmp_path / "empty", text_encoder=text_encoder)
+
+    shard = sorted(path.glob("*.safetensors"))[0]
+    shard.rename(tmp_path / "moved")
+    with pytest.raises(dir7.CheckpointError, match=shard.name):
+        dir7.DIR7Pipeline.from_pretrained(path, text_encoder=text_encoder)
+    (tmp_path / "moved").rename(shard)
+
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, "conv_channels": 8}))
+    with pytest.raises(dir7.CheckpointError, match=r"model[-\d\w]*\.safetensors: tensor"):
+        dir7.DIR7Pipeline.from_pretrained(path, text_encoder=text_encoder)
+
+    (path / "config.json").write_text(json.dumps({**config, "depthh": 2}))
+    with pytest.raises(dir7.CheckpointError, match=r"config\.json"):
+        dir7.DIR7Pipeline.from_pretrained(path, text_encoder=text_encoder)
+
+
+def test_text_encoder_width_must_match_the_model(text_encoder):
+    with pytest.raises(ValueError, match="text_dim"):
+        dir7.DIR7Pipeline(dir7.DIR7Model(tiny_config(text_dim=32)), text_encoder)
+
+
+def test_pipeline_info_marks_untrained_models(pipe):
+    assert pipe.info["trained"] is False and pipe.info["params"] == pipe.model.num_parameters()
