@@ -15,7 +15,7 @@ from kernels import wkv7, wkv7_chunked, wkv7_naive
 from .checkpoint import CheckpointError
 from .diffusion import SAMPLERS, diffusion_loss, drop_captions, make_scheduler, predicted_x0
 from .model import PRESETS, DIR7Config, DIR7Model, count_parameters_by_part
-from .pipeline import DIR7Pipeline, DIR7PipelineOutput, StepOutput, default_checkpoint
+from .pipeline import DIR7Pipeline, DIR7PipelineOutput, StepOutput, default_checkpoint, image_grid
 from .rwkv7 import ChannelMix, CrossWKV, LoRA, TimeMix
 from .stats import StateStats, layer_head_stats, stable_rank, state_rms
 from .text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
@@ -42,6 +42,7 @@ __all__ = [
     "default_checkpoint",
     "diffusion_loss",
     "drop_captions",
+    "image_grid",
     "layer_head_stats",
     "make_scheduler",
     "predicted_x0",

@@ -55,14 +55,21 @@ def diffusion_loss(
     text_mask: torch.Tensor,
     scheduler: DDPMScheduler,
     generator: torch.Generator | None = None,
+    t: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Eq. 17: epsilon-prediction MSE at uniformly drawn timesteps. ``x0 [B, C, S, S]`` in [-1, 1].
 
-    Random numbers come from ``generator`` on the CPU, so a run is reproducible on any device.
+    Timesteps and noise are drawn from ``generator`` on the CPU (so a run is reproducible on
+    any device) unless given; data-parallel training passes each rank its slice of the
+    global batch's draws, so N processes compute exactly what one would.
     """
     B = x0.shape[0]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (B,), generator=generator).to(x0.device)
-    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device)
+    if t is None:
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (B,), generator=generator)
+    if noise is None:
+        noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32)
+    t, noise = t.to(x0.device), noise.to(x0.device)
     x_t = scheduler.add_noise(x0.float(), noise, t)
     eps = model(x_t, t, text_states, text_mask)
     return F.mse_loss(eps.float(), noise)

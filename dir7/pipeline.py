@@ -47,6 +47,16 @@ def to_pil(x: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(np.ascontiguousarray(a.permute(1, 2, 0).cpu().numpy())) for a in arr]
 
 
+def image_grid(images: list[Image.Image], cols: int, scale: int = 1) -> Image.Image:
+    """Tile equally sized images row by row, optionally enlarged (nearest neighbour)."""
+    w, h = images[0].size
+    rows = -(-len(images) // cols)
+    grid = Image.new("RGB", (cols * w, rows * h))
+    for i, im in enumerate(images):
+        grid.paste(im, ((i % cols) * w, (i // cols) * h))
+    return grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST) if scale > 1 else grid
+
+
 @dataclass
 class StepOutput:
     """One denoising step, as streamed by :meth:`DIR7Pipeline.steps`."""

@@ -1,0 +1,348 @@
+"""Train DIR-7.
+
+    python -m dir7.train --out runs/demo --preset dir7-demo --steps 20000 --batch-size 128
+    torchrun --nproc_per_node 4 -m dir7.train --out runs/demo ...      # data parallel (DDP)
+
+AdamW (the paper's lr 1e-4 by default, linear warm-up), bf16 autocast on GPU, gradient
+clipping, EMA weights, text dropout for classifier-free guidance, a progress bar and a
+JSONL log, periodic sample grids, and atomic checkpoints that resume exactly: rerun the same
+command and training continues from ``<out>/checkpoint`` with the same weights, optimizer
+moments, EMA, random-number stream and data position as if it had never stopped.
+
+Exactness across process counts: every rank draws the *global* batch's timesteps, noise
+and caption dropout from one generator and takes its own slice, and the data stream is
+indexed by global sample number, so N processes with batch B/N compute what one process
+with batch B does (up to the order of floating-point sums in the gradient all-reduce).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .checkpoint import CONFIG_NAME, atomic_directory_write, load_into, load_state_dict, save_state_dict
+from .diffusion import diffusion_loss, make_scheduler
+from .model import DIR7Config, DIR7Model
+from .pipeline import DIR7Pipeline, image_grid
+from .text_encoder import TextEncoder
+
+SAMPLE_PROMPTS = (
+    "a red circle",
+    "two blue squares",
+    "a green star above a yellow heart",
+    "a large purple triangle on the left",
+    "three white circles",
+    "a pink heart to the right of an orange square",
+    "a small blue star",
+    "four yellow triangles",
+)
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    out: str = "runs/dir7"          # run directory: log.jsonl, samples/, checkpoint/
+    preset: str = "dir7-demo"       # model preset (dir7.PRESETS)
+    model_overrides: list[str] = field(default_factory=list)  # "field=value" edits of the preset, e.g. depth=9
+    cross_mode: str = "prefix"      # CrossWKV variant to train ("paper" or "prefix")
+    init: str = "rwkv7"             # "rwkv7" reference init or the paper's "xavier"
+    data: str = "shapes"            # "shapes" (procedural, dir7.data) or a folder of the user's images
+    batch_size: int = 128           # global batch, split evenly over processes
+    steps: int = 20000              # optimizer steps in total
+    lr: float = 1e-4                # AdamW learning rate (the paper's 1e-4)
+    warmup: int = 500               # linear warm-up steps
+    lr_schedule: str = "constant"   # "constant" after warm-up, or "cosine" down to 10%
+    weight_decay: float = 0.0       # AdamW decoupled weight decay
+    grad_clip: float = 1.0          # max global gradient norm
+    ema_decay: float = 0.999        # EMA of the weights; the EMA is what gets shipped
+    text_dropout: float = 0.1       # fraction of captions replaced by "" (guidance)
+    seed: int = 0                   # model init, data stream and diffusion noise
+    log_every: int = 50             # steps between log lines
+    sample_every: int = 2000        # steps between sample grids (0: never)
+    save_every: int = 1000          # steps between checkpoints (the last step always saves)
+    workers: int = 2                # data-loader worker processes per GPU
+    precision: str = "auto"         # "bf16" autocast, "fp32", or "auto" (bf16 on CUDA)
+    device: str = "auto"            # "cuda", "cpu" or "auto"
+    max_steps_this_run: int = 0     # stop after this many steps of this invocation (0: no limit)
+
+    def model_config(self) -> DIR7Config:
+        cfg = DIR7Config.from_preset(self.preset, cross_mode=self.cross_mode, init=self.init,
+                                     text_dropout=self.text_dropout)
+        fields = {f.name: f for f in dataclasses.fields(DIR7Config)}
+        edits = {}
+        for item in self.model_overrides:
+            name, sep, value = item.partition("=")
+            if not sep or name not in fields:
+                raise ValueError(f"model override {item!r}: expected field=value with a DIR7Config field")
+            current = getattr(cfg, name)
+            edits[name] = (value.lower() in ("1", "true", "yes")) if isinstance(current, bool) else type(current)(value)
+        return dataclasses.replace(cfg, **edits)
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------
+
+
+class EndlessShuffle(Dataset):
+    """A finite dataset as an endless stream: global index j -> item perm_e[j mod N], a new
+    permutation for every epoch e, seeded, so the stream is a pure function of j."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.n = dataset, seed, len(dataset)
+        if self.n == 0:
+            raise ValueError("the training folder holds no images")
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, j: int):
+        epoch, pos = divmod(int(j), self.n)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return self.dataset[int(torch.randperm(self.n, generator=g)[pos])]
+
+
+def make_loader(tc: TrainConfig, image_size: int, start: int, rank: int, world: int) -> DataLoader:
+    from .data import IndexSampler, ShapesDataset, collate, image_folder_dataset
+
+    local_batch = tc.batch_size // world
+    if tc.data == "shapes":
+        dataset = ShapesDataset("train", seed=tc.seed, image_size=image_size)
+    else:
+        dataset = EndlessShuffle(image_folder_dataset(tc.data, size=image_size), seed=tc.seed)
+    sampler = IndexSampler(start=start, rank=rank, world_size=world)
+    return DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=tc.workers,
+                      collate_fn=collate, persistent_workers=tc.workers > 0, pin_memory=torch.cuda.is_available())
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoints: weights, EMA, optimizer, random state (safetensors + JSON, no pickle)
+# ---------------------------------------------------------------------------------------
+
+
+def _optimizer_to_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in [*tensors.items(), *meta["scalars"].items()]:
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_training_state(path: Path, tc: TrainConfig, step: int, model, ema, opt, generator) -> None:
+    opt_tensors, opt_meta = _optimizer_to_tensors(opt)
+    model_state, ema_state = model.state_dict(), ema.state_dict()
+    cfg_json = json.dumps(model.config.to_dict(), indent=2)
+
+    def write(tmp: Path) -> None:
+        (tmp / "ema").mkdir()
+        (tmp / "ema" / CONFIG_NAME).write_text(cfg_json)  # a pipeline checkpoint of the EMA weights
+        save_state_dict(ema_state, tmp / "ema")
+        save_state_dict(model_state, tmp, prefix="model")
+        save_state_dict(opt_tensors, tmp, prefix="optimizer")
+        save_file({"generator": generator.get_state()}, str(tmp / "rng.safetensors"))
+        (tmp / "train_state.json").write_text(json.dumps(
+            {"step": step, "train_config": dataclasses.asdict(tc), "optimizer": opt_meta}, indent=2))
+
+    atomic_directory_write(path, write)
+
+
+def load_training_state(path: Path, model, ema, opt, generator) -> int:
+    meta = json.loads((path / "train_state.json").read_text())
+    load_into(model, path, prefix="model")
+    load_into(ema, path / "ema")
+    _optimizer_from_tensors(opt, load_state_dict(path, prefix="optimizer"), meta["optimizer"])
+    generator.set_state(load_file(str(path / "rng.safetensors"))["generator"])
+    return int(meta["step"])
+
+
+# ---------------------------------------------------------------------------------------
+# Training loop
+# ---------------------------------------------------------------------------------------
+
+
+def lr_at(tc: TrainConfig, step: int) -> float:
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    if tc.lr_schedule == "cosine":
+        progress = (step - tc.warmup) / max(1, tc.steps - tc.warmup)
+        return tc.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    return tc.lr
+
+
+def ema_decay_at(tc: TrainConfig, step: int) -> float:
+    # ramp-up: early on the EMA would otherwise be dominated by the random init
+    return min(tc.ema_decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    ema_p = list(ema.parameters())
+    torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1.0 - decay)
+
+
+def _setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = torch.cuda.is_available() if device_arg == "auto" else device_arg == "cuda"
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if use_cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+@torch.no_grad()
+def write_sample_grid(path: Path, ema: DIR7Model, enc: TextEncoder, seed: int) -> None:
+    pipe = DIR7Pipeline(ema, enc, name="ema")
+    out = pipe(list(SAMPLE_PROMPTS), num_inference_steps=25, guidance_scale=4.0, seed=seed, sampler="ddim")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(out.images, cols=4, scale=2).save(path)
+
+
+def train(tc: TrainConfig) -> Path:
+    """Run (or resume) training; returns the checkpoint directory."""
+    rank, world, device = _setup_distributed(tc.device)
+    if tc.batch_size % world:
+        raise ValueError(f"batch size {tc.batch_size} does not split evenly over {world} processes")
+    use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
+    out = Path(tc.out)
+    ckpt = out / "checkpoint"
+    cfg = tc.model_config()
+    cfg = dataclasses.replace(cfg, notes={**cfg.notes, "train_command": " ".join(sys.argv)})
+
+    torch.manual_seed(tc.seed)  # identical init on every rank
+    model = DIR7Model(cfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    enc = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scheduler = make_scheduler("ddpm", cfg.num_train_timesteps, cfg.beta_schedule)
+    generator = torch.Generator().manual_seed(tc.seed + 1)  # global-batch draws, same on every rank
+
+    step = 0
+    if (ckpt / "train_state.json").is_file():
+        step = load_training_state(ckpt, model, ema, opt, generator)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+
+    loader = make_loader(tc, cfg.image_size, start=step * tc.batch_size, rank=rank, world=world)
+    batches = iter(loader)
+    out.mkdir(parents=True, exist_ok=True)
+    log_file = (out / "log.jsonl").open("a") if rank == 0 else None
+    pbar = tqdm(total=tc.steps, initial=step, desc="train", disable=rank != 0, dynamic_ncols=True)
+    stop_at = min(tc.steps, step + tc.max_steps_this_run) if tc.max_steps_this_run else tc.steps
+    B, S = tc.batch_size, cfg.image_size
+    mine = slice(rank, None, world)  # this rank's positions in the global batch (IndexSampler order)
+    t_log, seen = time.perf_counter(), 0
+
+    while step < stop_at:
+        images, captions = next(batches)
+        t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=generator)[mine]
+        noise = torch.randn(B, cfg.in_channels, S, S, generator=generator)[mine]
+        drop = (torch.rand(B, generator=generator) < tc.text_dropout)[mine]
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        text, mask = enc(captions)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            loss = diffusion_loss(net, images.to(device, non_blocking=True), text, mask, scheduler, t=t, noise=noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(tc, step)
+        opt.step()
+        step += 1
+        update_ema(ema, model, ema_decay_at(tc, step))
+        seen += B
+        pbar.update(1)
+
+        if step % tc.log_every == 0 or step == stop_at:
+            loss_avg = loss.detach()
+            if world > 1:
+                dist.all_reduce(loss_avg, op=dist.ReduceOp.AVG)
+            now = time.perf_counter()
+            record = {"step": step, "loss": loss_avg.item(), "lr": lr_at(tc, step - 1),
+                      "grad_norm": float(grad_norm), "images_per_s": seen / (now - t_log)}
+            t_log, seen = now, 0
+            if rank == 0:
+                pbar.set_postfix(loss=f"{record['loss']:.4f}")
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+        if step % tc.save_every == 0 or step == stop_at:
+            if rank == 0:
+                save_training_state(ckpt, tc, step, model, ema, opt, generator)
+            if world > 1:
+                dist.barrier()
+        if rank == 0 and tc.sample_every and (step % tc.sample_every == 0 or step == tc.steps):
+            write_sample_grid(out / "samples" / f"step_{step:07d}.png", ema, enc, seed=tc.seed)
+
+    pbar.close()
+    if log_file:
+        log_file.close()
+    return ckpt
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    defaults = TrainConfig()
+    ap = argparse.ArgumentParser(prog="python -m dir7.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "model_overrides":
+            ap.add_argument("--set", dest=f.name, action="append", default=[], metavar="FIELD=VALUE",
+                            help="change a field of the preset's DIR7Config (repeatable), e.g. --set depth=9")
+        else:
+            ap.add_argument(flag, dest=f.name, type=type(getattr(defaults, f.name)),
+                            default=getattr(defaults, f.name), help=f"default: {getattr(defaults, f.name)}")
+    args = ap.parse_args(argv)
+    tc = TrainConfig(**vars(args))
+    for name, allowed in (("lr_schedule", ("constant", "cosine")), ("precision", ("auto", "bf16", "fp32")),
+                          ("device", ("auto", "cuda", "cpu"))):
+        if getattr(tc, name) not in allowed:
+            ap.error(f"--{name.replace('_', '-')} must be one of {allowed}")
+    return tc
+
+
+def main(argv: list[str] | None = None) -> None:
+    tc = parse_args(argv)
+    ckpt = train(tc)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {ckpt}  (EMA pipeline: {ckpt / 'ema'})")
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

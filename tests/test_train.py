@@ -1,0 +1,107 @@
+"""The training entry point: exact resume after an interruption, and DDP equal to one process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import dir7.train as train_module
+from dir7.train import TrainConfig, parse_args, train
+
+TINY = ["dim=64", "depth=2", "head_size=16", "conv_channels=16", "patch_size=4",
+        "decay_lora=8", "iclr_lora=8", "value_lora=4", "gate_lora=16"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_run(out: Path, **overrides) -> TrainConfig:
+    base = dict(out=str(out), steps=6, batch_size=4, model_overrides=TINY, lr=1e-3, warmup=2, log_every=2,
+                save_every=3, sample_every=0, workers=0, device="cpu")
+    return TrainConfig(**{**base, **overrides})
+
+
+def tensors(ckpt: Path, prefix: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for f in sorted(ckpt.glob(f"{prefix}*.safetensors")):
+        out.update(load_file(str(f)))
+    return out
+
+
+def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], exact: bool = True):
+    assert a.keys() == b.keys() and a
+    for name in a:
+        if exact:
+            assert torch.equal(a[name], b[name]), name
+        else:
+            assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+    full = train(tiny_run(tmp_path / "full"))
+
+    # crash in the middle of step 5: the last checkpoint is step 3's
+    calls = {"n": 0}
+    real_update = train_module.update_ema
+
+    def crashing_update(*args):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("simulated crash")
+        real_update(*args)
+
+    monkeypatch.setattr(train_module, "update_ema", crashing_update)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_run(tmp_path / "resumed"))
+    monkeypatch.setattr(train_module, "update_ema", real_update)
+    resumed = train(tiny_run(tmp_path / "resumed"))  # same command again: picks up at step 3
+
+    for prefix in ("model", "optimizer", "rng"):
+        assert_same(tensors(full, prefix), tensors(resumed, prefix))
+    assert_same(tensors(full / "ema", "model"), tensors(resumed / "ema", "model"))
+    # the EMA checkpoint is a pipeline checkpoint
+    pipe = dir7_pipeline(resumed / "ema")
+    assert pipe.model.config.dim == 64
+
+
+def dir7_pipeline(path):
+    import dir7
+
+    return dir7.DIR7Pipeline.from_pretrained(path)
+
+
+def test_cli_parses_into_the_config():
+    tc = parse_args(["--out", "x", "--steps", "10", "--set", "depth=3", "--cross-mode", "paper", "--lr", "2e-4"])
+    assert (tc.out, tc.steps, tc.model_overrides, tc.cross_mode, tc.lr) == ("x", 10, ["depth=3"], "paper", 2e-4)
+    cfg = tc.model_config()
+    assert cfg.depth == 3 and cfg.cross_mode == "paper"
+    with pytest.raises(ValueError, match="model override"):
+        TrainConfig(model_overrides=["depthh=3"]).model_config()
+    with pytest.raises(SystemExit):
+        parse_args(["--precision", "fp8"])
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
+    common = ["--steps", "3", "--batch-size", "4", "--lr", "1e-3", "--warmup", "1", "--save-every", "3",
+              "--sample-every", "0", "--workers", "0", "--device", "cpu", "--log-every", "1"]
+    for item in TINY:
+        common += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "dir7.train", "--out", str(tmp_path / "one"), *common],
+                   check=True, env=env, cwd=ROOT, capture_output=True)
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                    "-m", "dir7.train", "--out", str(tmp_path / "two"), *common],
+                   check=True, env=env, cwd=ROOT, capture_output=True)
+    one, two = tmp_path / "one" / "checkpoint", tmp_path / "two" / "checkpoint"
+    # gradients are averaged in a different order: equal up to float rounding
+    assert_same(tensors(one, "model"), tensors(two, "model"), exact=False)
+    assert_same(tensors(one / "ema", "model"), tensors(two / "ema", "model"), exact=False)
+    log_one = (tmp_path / "one" / "log.jsonl").read_text().splitlines()
+    log_two = (tmp_path / "two" / "log.jsonl").read_text().splitlines()
+    assert len(log_one) == len(log_two) == 3
