@@ -192,7 +192,8 @@ class TimeMix(nn.Module):
         if v_first is None:
             v_first = v
         else:
-            v = torch.lerp(v, v_first, torch.sigmoid(self.v_lora(xv)))
+            # under autocast the LoRA's float32 bias promotes its output: lerp wants one dtype
+            v = torch.lerp(v, v_first.to(v.dtype), torch.sigmoid(self.v_lora(xv)).to(v.dtype))
         eta = torch.sigmoid(self.a_lora(xa))   # in-context learning rate, (0, 1)
         g = self.g_lora(xg)
         kk = F.normalize((k * self.k_k).view(B, T, H, K), dim=-1)  # removal key, unit norm per head
@@ -203,6 +204,8 @@ class TimeMix(nn.Module):
         if keep is not None:
             m = keep.to(x.dtype)[:, :, None, None]
             log_decay, k, kk = log_decay * m, k * m, kk * m
+        # one dtype for the kernel: under autocast r is bf16 while the LoRA terms are float32
+        log_decay, k, v, kk, eta = (t.to(r.dtype) for t in (log_decay, k, v, kk, eta))
         o, state = wkv7(
             r, log_decay, k, v, -kk, kk * eta,
             scale=1.0, initial_state=initial_state, output_final_state=output_final_state,

@@ -1,14 +1,39 @@
 """The one entry point the model uses for the WKV recurrence: ``wkv7``.
 
 CPU tensors go to the chunked PyTorch implementation. CUDA tensors go to the Triton
-kernels when they are importable, else to the same PyTorch code (which also runs on GPU).
+kernels when Triton is importable (else to the same PyTorch code, which also runs on GPU):
+
+- gradient needed (training): the chunked Triton forward + backward (autograd Function);
+- inference with T <= ``RECURRENT_MAX_T``: the fused-recurrent Triton forward;
+- longer inference: the chunked Triton forward alone (no states stored).
+
+The threshold and the kernels' launch defaults come from benchmarks/wkv7.py on an H100.
+Triton is imported on first use only, so ``import kernels`` needs neither Triton nor a GPU.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .chunked import wkv7_chunked
+
+# Inference sequences up to this length use the fused-recurrent kernel. Measured on an H100
+# (B=16, H=16, K=V=64, bf16; BENCHMARKS.md): recurrent 0.0059 ms vs chunk 0.0085 ms at T=1,
+# 0.0156 vs 0.0128 at T=16; the crossover lies between (8 itself was not timed).
+RECURRENT_MAX_T = 8
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_kernels():
+    """``(recurrent, chunk)`` Triton entry points, or None when Triton cannot be imported."""
+    try:
+        from .triton_chunk import wkv7_triton_chunk
+        from .triton_recurrent import wkv7_triton_recurrent
+    except ImportError:
+        return None
+    return wkv7_triton_recurrent, wkv7_triton_chunk
 
 
 def wkv7(
@@ -28,4 +53,14 @@ def wkv7(
     float32 ``[B, H, K, V]``. ``scale`` defaults to 1.0 (fla's fused kernel defaults to
     1/sqrt(K) when given None: do not rely on that).
     """
+    if r.is_cuda:
+        triton_kernels = _triton_kernels()
+        if triton_kernels is not None:
+            recurrent, chunk = triton_kernels
+            needs_grad = torch.is_grad_enabled() and any(
+                x is not None and x.requires_grad for x in (r, w, k, v, a, b, initial_state)
+            )
+            if not needs_grad and r.shape[1] <= RECURRENT_MAX_T:
+                return recurrent(r, w, k, v, a, b, scale, initial_state, output_final_state)
+            return chunk(r, w, k, v, a, b, scale, initial_state, output_final_state)
     return wkv7_chunked(r, w, k, v, a, b, scale, initial_state, output_final_state)
