@@ -1,0 +1,388 @@
+"""Service layer of the demo: loads the model once, validates raw inputs, streams sampling steps.
+
+Nothing here knows about Gradio, so the same code is exercised by unit tests, by the web UI
+(``app.ui``) and by the latency benchmark. Everything a user can get wrong becomes an
+:class:`InputError` whose message is meant to be shown verbatim in the page.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+import dir7
+
+log = logging.getLogger(__name__)
+
+# The UI limits. The pipeline itself accepts up to 1000 steps (ddpm), but on a shared CPU demo
+# a 1000-step request would hold the single worker for minutes, so the app caps it lower.
+MIN_STEPS, MAX_STEPS = 1, 250
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
+MAX_SEED = 2**32 - 1
+# Prompts longer than the encoder's token budget are truncated with a notice; this character cap
+# only bounds the tokenizer's work on absurd inputs (the textbox's max_length is client-side only).
+MAX_PROMPT_CHARS = 4000
+
+# Used only when the model's config does not name its own defaults (``pipe.info``).
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 4.0
+DEFAULT_SAMPLER = "dpm++"
+DEFAULT_SEED = 0
+DEMO_PRESET = "dir7-demo"
+
+
+class InputError(ValueError):
+    """Bad user input; the message is user-readable and safe to show in the page."""
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Validated, typed inputs of one generation."""
+
+    prompt: str
+    negative_prompt: str | None
+    num_inference_steps: int
+    guidance_scale: float
+    seed: int
+    sampler: str
+
+
+@dataclass
+class StepUpdate:
+    """What the page shows after one denoising step (first image of the batch only)."""
+
+    step: int  # denoising steps done so far, 1-based
+    total: int
+    timestep: int
+    preview: Image.Image  # the model's x0 prediction at this step
+    rms: np.ndarray  # [steps so far, layers, heads]: RMS of each CrossWKV layer's final state
+    stable_rank: np.ndarray  # [steps so far, layers, heads]
+    elapsed_s: float  # since the generation started
+    image: Image.Image | None = None  # the final image, on the last step only
+    timesteps: list[int] = field(default_factory=list)  # diffusion timestep of every step so far
+
+    @property
+    def done(self) -> bool:
+        return self.image is not None
+
+
+# --------------------------------------------------------------------------------------------
+# Coercion of raw values. The handler receives whatever the client sent (JSON through the API,
+# not only what the sliders allow), so nothing is assumed about types.
+# --------------------------------------------------------------------------------------------
+
+
+def _as_number(value: Any, what: str) -> float | int:
+    if isinstance(value, bool):  # bool is an int subclass; True as "1 step" would be a silent surprise
+        raise InputError(f"{what} must be a number, not {value!r}.")
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    raise InputError(f"{what} must be a number, got {_short_repr(value)}.")
+
+
+def _as_int(value: Any, what: str, lo: int, hi: int) -> int:
+    number = _as_number(value, what)
+    if isinstance(number, float):
+        if not math.isfinite(number) or not number.is_integer():
+            raise InputError(f"{what} must be a whole number between {lo} and {hi}, got {_short_repr(value)}.")
+        number = int(number)
+    if not lo <= number <= hi:
+        raise InputError(f"{what} must be a whole number between {lo} and {hi}, got {_short_repr(value)}.")
+    return number
+
+
+def _as_float(value: Any, what: str, lo: float, hi: float) -> float:
+    number = float(_as_number(value, what))
+    if not math.isfinite(number) or not lo <= number <= hi:
+        raise InputError(f"{what} must be between {lo:g} and {hi:g}, got {_short_repr(value)}.")
+    return number
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class DemoService:
+    """One shared pipeline plus the logic around it. Create once per process with :meth:`load`."""
+
+    def __init__(self, pipe: Any, *, fallback_reason: str | None = None, tmp_dir: str | Path | None = None):
+        self.pipe = pipe
+        # Set when no trained checkpoint could be loaded and a random model stands in.
+        self.fallback_reason = fallback_reason
+        self.samplers: tuple[str, ...] = tuple(dir7.DIR7Pipeline.SAMPLERS)
+        self.encoder = pipe.text_encoder  # for count_tokens / max_length (truncation notices)
+        # Final PNGs are written here for the download widget; Gradio copies them into its own
+        # cache, so only the most recent few are kept on disk.
+        if tmp_dir is None:
+            tmp_dir = tempfile.mkdtemp(prefix="dir7-app-")
+            # Our own folder: remove it with the service (or at interpreter exit).
+            weakref.finalize(self, shutil.rmtree, tmp_dir, ignore_errors=True)
+        self._tmp_dir = Path(tmp_dir)
+        self._recent_files: deque[Path] = deque()
+        self._files_lock = threading.Lock()
+        self._active = 0
+        self._active_lock = threading.Lock()
+
+    # ---- loading -----------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, checkpoint: str | None = None, device: str | None = None) -> DemoService:
+        """Load the shipped (or given) checkpoint; fall back to an untrained demo model if none exists.
+
+        A checkpoint path that was asked for explicitly but does not exist is an error, not a fallback:
+        silently showing noise instead of the model someone pointed at would be misleading.
+        """
+        device = resolve_device(device)
+        fallback_reason = None
+        try:
+            pipe = dir7.DIR7Pipeline.from_pretrained(checkpoint)
+        except FileNotFoundError as exc:
+            if checkpoint is not None:
+                raise
+            # The page gets a short reason; the full one (with server paths) goes to the log only.
+            fallback_reason = "no trained checkpoint was found"
+            log.warning("%s; using a randomly initialised %s model", exc, DEMO_PRESET)
+            pipe = build_untrained_pipeline()
+        pipe = pipe.to(device)
+        return cls(pipe, fallback_reason=fallback_reason)
+
+    # ---- facts for the page ------------------------------------------------------------------
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return dict(self.pipe.info)
+
+    @property
+    def trained(self) -> bool:
+        return self.fallback_reason is None and bool(self.info.get("trained", False))
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.encoder.max_length)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Steps, guidance and sampler the model's config recommends, kept inside the UI's ranges."""
+        info = self.info
+        steps = info.get("default_steps", DEFAULT_STEPS)
+        guidance = info.get("default_guidance", DEFAULT_GUIDANCE)
+        sampler = info.get("default_sampler", DEFAULT_SAMPLER)
+        return {
+            "num_inference_steps": min(max(int(steps), MIN_STEPS), MAX_STEPS),
+            "guidance_scale": min(max(float(guidance), MIN_GUIDANCE), MAX_GUIDANCE),
+            "sampler": sampler if sampler in self.samplers else self.samplers[0],
+            "seed": DEFAULT_SEED,
+        }
+
+    @property
+    def active_generations(self) -> int:
+        """Generations currently running (a cancelled one leaves this count when it is closed)."""
+        return self._active
+
+    def describe(self) -> str:
+        """Markdown description of the loaded model, with an unmistakable label when it is untrained."""
+        info = self.info
+        name = info.get("name") or DEMO_PRESET
+        if not self.trained and name == "untrained":
+            name = f"{DEMO_PRESET}, random init"
+        bits = [f"Model: **{name}**"]
+        params = info.get("params")
+        if isinstance(params, int):
+            bits.append(f"{params / 1e6:.1f} M parameters")
+        if info.get("image_size"):
+            bits.append(f"{info['image_size']}×{info['image_size']} px")
+        if info.get("cross_mode"):
+            bits.append(f"CrossWKV mode: {info['cross_mode']}")
+        if info.get("text_encoder"):
+            bits.append(f"text encoder: {info['text_encoder']} (≤ {self.max_tokens} tokens)")
+        bits.append(f"device: {self.device}")
+        text = " · ".join(bits)
+        if not self.trained:
+            why = self.fallback_reason or "this checkpoint is not a trained model"
+            text = (
+                "⚠️ **UNTRAINED MODEL — random weights.** Images will look like coloured noise; the state "
+                f"plots still show how CrossWKV behaves. Reason: {why}.\n\n{text}"
+            )
+        return text
+
+    @property
+    def device(self) -> str:
+        return str(self.pipe.device)
+
+    # ---- validation --------------------------------------------------------------------------
+
+    def validate(
+        self,
+        prompt: Any,
+        negative_prompt: Any = None,
+        num_inference_steps: Any = DEFAULT_STEPS,
+        guidance_scale: Any = DEFAULT_GUIDANCE,
+        sampler: Any = DEFAULT_SAMPLER,
+        seed: Any = DEFAULT_SEED,
+        randomize_seed: Any = False,
+    ) -> tuple[GenerationRequest, list[str]]:
+        """Turn raw UI/API values into a request, or raise InputError. Also returns notices for the user."""
+        notices: list[str] = []
+        prompt = self._check_prompt(prompt, "Prompt", notices, required=True)
+        negative = self._check_prompt(negative_prompt, "Negative prompt", notices, required=False)
+        steps = _as_int(num_inference_steps, "Steps", MIN_STEPS, MAX_STEPS)
+        guidance = _as_float(guidance_scale, "Guidance scale", MIN_GUIDANCE, MAX_GUIDANCE)
+        if not isinstance(sampler, str) or sampler not in self.samplers:
+            raise InputError(f"Sampler must be one of {', '.join(self.samplers)}; got {_short_repr(sampler)}.")
+        if randomize_seed is True:
+            # A randomized run ignores whatever is in the seed box; the seed used is reported back.
+            seed_value = secrets.randbelow(MAX_SEED + 1)
+        else:
+            if seed is None or (isinstance(seed, str) and not seed.strip()):
+                raise InputError(f"Seed is empty: enter a whole number between 0 and {MAX_SEED}, or tick Randomize.")
+            seed_value = _as_int(seed, "Seed", 0, MAX_SEED)
+        request = GenerationRequest(prompt, negative, steps, guidance, seed_value, sampler)
+        try:
+            # The pipeline's own rules (shared with the Python API) are the final word.
+            self.pipe.check_inputs(
+                request.prompt,
+                negative_prompt=request.negative_prompt,
+                num_inference_steps=request.num_inference_steps,
+                guidance_scale=request.guidance_scale,
+                seed=request.seed,
+                sampler=request.sampler,
+            )
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        return request, notices
+
+    def _check_prompt(self, text: Any, what: str, notices: list[str], *, required: bool) -> str | None:
+        if text is None and not required:
+            return None
+        if not isinstance(text, str):
+            raise InputError(f"{what} must be text, got {_short_repr(text)}.")
+        if not text.strip():
+            if required:
+                raise InputError("Please enter a prompt: it is empty or only whitespace.")
+            return None
+        if len(text) > MAX_PROMPT_CHARS:
+            raise InputError(
+                f"{what} is {len(text):,} characters long; the limit is {MAX_PROMPT_CHARS:,} "
+                f"(the text encoder reads at most {self.max_tokens} tokens anyway)."
+            )
+        limit = self.max_tokens
+        n_tokens = int(self.encoder.count_tokens(text))
+        if n_tokens > limit:
+            notices.append(
+                f"{what} is {n_tokens} tokens long; the text encoder reads only the first {limit} "
+                f"(special tokens included), so the rest was ignored."
+            )
+        return text
+
+    # ---- sampling ----------------------------------------------------------------------------
+
+    def generate(
+        self, request: GenerationRequest, should_stop: Callable[[], bool] | None = None
+    ) -> Iterator[StepUpdate]:
+        """Yield one StepUpdate per denoising step; the last carries the final image.
+
+        Cancellation happens between steps: either ``should_stop()`` turns true, or the consumer
+        stops iterating and closes this generator (what Gradio does on Stop). Either way the
+        pipeline's generator is closed so no more steps run.
+        """
+        start = time.perf_counter()
+        rms_steps: list[np.ndarray] = []
+        rank_steps: list[np.ndarray] = []
+        timesteps: list[int] = []
+        with self._active_lock:
+            self._active += 1
+        events = self.pipe.steps(
+            request.prompt,
+            negative_prompt=request.negative_prompt,
+            num_inference_steps=request.num_inference_steps,
+            guidance_scale=request.guidance_scale,
+            seed=request.seed,
+            sampler=request.sampler,
+        )
+        try:
+            for ev in events:
+                # Only one image per request in the demo: keep batch element 0.
+                rms_steps.append(_to_numpy(ev.state_rms)[0])
+                rank_steps.append(_to_numpy(ev.stable_rank)[0])
+                timesteps.append(int(ev.timestep))
+                final = ev.images[0] if ev.images else None
+                yield StepUpdate(
+                    step=int(ev.step) + 1,
+                    total=int(ev.total),
+                    timestep=int(ev.timestep),
+                    preview=ev.preview[0],
+                    rms=np.stack(rms_steps),
+                    stable_rank=np.stack(rank_steps),
+                    elapsed_s=time.perf_counter() - start,
+                    image=final,
+                    timesteps=list(timesteps),
+                )
+                if final is not None:
+                    return
+                if should_stop is not None and should_stop():
+                    return
+        finally:
+            events.close()  # no-op when it ran to the end; otherwise no further step is computed
+            with self._active_lock:
+                self._active -= 1
+
+    def save_png(self, image: Image.Image, request: GenerationRequest) -> Path:
+        """Write the final image as PNG for download; keeps only the most recent files on disk."""
+        self._tmp_dir.mkdir(parents=True, exist_ok=True)
+        path = self._tmp_dir / f"dir7_seed{request.seed}_{request.num_inference_steps}steps_{secrets.token_hex(4)}.png"
+        image.save(path, format="PNG")
+        with self._files_lock:
+            self._recent_files.append(path)
+            while len(self._recent_files) > 64:
+                self._recent_files.popleft().unlink(missing_ok=True)
+        return path
+
+
+def resolve_device(device: str | None) -> str:
+    """'auto'/None → CUDA when present (the GPU kernels are used there), else CPU."""
+    if device in (None, "", "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but CUDA is not available here (try --device cpu)")
+    return device
+
+
+def build_untrained_pipeline(text_encoder: Any = None, **config_overrides: Any) -> Any:
+    """A randomly initialised ``dir7-demo`` pipeline (tests pass overrides for a tiny model)."""
+    cfg = dir7.DIR7Config.from_preset(DEMO_PRESET, **config_overrides)
+    return dir7.DIR7Pipeline.from_config(cfg, text_encoder=text_encoder)
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().float().cpu().numpy()
+    return np.asarray(x, dtype=np.float32)

@@ -1,0 +1,308 @@
+"""The Gradio page: controls, streamed preview, progress, state figures, explanation panel."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from app.plots import heatmap_figure, trajectory_figure
+from app.service import (
+    MAX_GUIDANCE,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+    MAX_STEPS,
+    MIN_GUIDANCE,
+    MIN_STEPS,
+    DemoService,
+    GenerationRequest,
+    InputError,
+    StepUpdate,
+)
+
+log = logging.getLogger(__name__)
+
+# Queue defaults: one sampling job at a time (the model is shared, and on a 2-core CPU two jobs
+# in parallel would only slow each other down); a bounded wait list so that a burst of visitors
+# gets a "queue is full" answer instead of waiting for ever.
+DEFAULT_MAX_QUEUE = 16
+DEFAULT_CONCURRENCY = 1
+# Every step is streamed while steps take longer than this (dir7-demo on 2 CPU cores: 0.1-0.3 s).
+# Faster steps (a GPU, a tiny model) are coalesced to at most 20 updates a second: redrawing two
+# plotly figures 100 times a second froze the browser, and the trajectory figure still holds
+# every step.
+DEFAULT_MIN_UPDATE_INTERVAL_S = 0.05
+
+EXAMPLES = [
+    ["a red circle left of a blue square", ""],
+    ["two green triangles above a yellow star", "blurry"],
+    ["a small purple square on a large orange circle", ""],
+    ["a blue star below a red triangle, white background", "red"],
+]
+
+NOTEBOOKS = (
+    ("01_wkv_recurrence.ipynb", "the WKV-7 recurrence and its state"),
+    ("02_crosswkv.ipynb", "CrossWKV step by step, paper vs prefix mode"),
+    ("03_state_dynamics.ipynb", "these statistics across prompts, guidance and seeds"),
+    ("04_state_tracking.ipynb", "what the state can track that attention cannot"),
+)
+
+CSS = """
+#dir7-banner.untrained { border: 2px solid #d97706; background: #fff7ed; border-radius: 8px; padding: 8px 12px; }
+#dir7-banner.untrained, #dir7-banner.untrained * { color: #7c2d12; }
+/* the images are tiny (64 px): scale them up to the box, keeping the pixels sharp */
+#dir7-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
+"""
+
+
+def notebook_base_url() -> str:
+    """Prefix of the notebook links.
+
+    ``DIR7_REPO_URL`` (e.g. a GitHub ``.../blob/main/``) wins; on a Hugging Face Space (which sets
+    ``SPACE_ID``) the Space's own file view; otherwise repository-relative paths.
+    """
+    base = os.environ.get("DIR7_REPO_URL", "").strip()
+    if not base and os.environ.get("SPACE_ID"):
+        base = f"https://huggingface.co/spaces/{os.environ['SPACE_ID']}/blob/main/"
+    return base if not base or base.endswith("/") else base + "/"
+
+
+def explanation_markdown() -> str:
+    base = notebook_base_url()
+    links = "\n".join(f"- [`notebooks/{name}`]({base}notebooks/{name}): {what}" for name, what in NOTEBOOKS)
+    return f"""
+**What is sampled.** DIR-7 turns noise into an image in the chosen number of denoising steps.
+The image on the right is the model's current guess of the *final* image (its x₀ prediction),
+so it sharpens as sampling proceeds; after the last step it is the result.
+
+**Where the text enters.** Each DIR-7 block has a **CrossWKV** layer: an RWKV-7 (WKV-7) scan
+whose *state* — one small matrix per head — is where the text is stored and read by the image
+tokens. The scan runs over the image tokens too (in the default `prefix` mode: the prompt first,
+then the image), so the state changes from one denoising step to the next although the prompt
+does not. The figures show the **final state of each CrossWKV layer's scan**, per head, at every
+step (conditional branch):
+
+- **State RMS** `= sqrt(mean(S²))`: how much is stored. A layer whose RMS grows without bound would be
+  numerically unstable; flat, bounded curves are what the decay and the delta rule should give.
+- **Stable rank** `= ‖S‖_F² / ‖S‖_2²` (Frobenius over spectral norm), between 1 and the head size:
+  over how many independent directions the stored information is spread. Near 1, the head keeps
+  essentially one direction; higher means a richer memory.
+
+**The two figures.** *Across denoising*: one line per layer (mean over its heads), growing as
+steps complete. *Layer × head*: every head of every layer at the current step — look for heads
+that stay idle (low RMS) or collapse to rank ≈ 1.
+
+Same prompt, settings and seed always give the same image: tick *Randomize* off and reuse the
+seed shown to reproduce a result. Prompts longer than the text encoder's token limit are
+truncated, and the page says so.
+
+**Learn more** in the notebooks (paths from the repository root; open them with JupyterLab):
+{links}
+"""
+
+
+def _progress_markdown(update: StepUpdate, request: GenerationRequest, notices: list[str]) -> str:
+    width = 20
+    filled = round(width * update.step / max(update.total, 1))
+    bar = "█" * filled + "░" * (width - filled)
+    percent = 100 * update.step / max(update.total, 1)
+    settings = f"seed {request.seed} · {request.sampler} · guidance {request.guidance_scale:g}"
+    if update.done:
+        head = f"**Done** — {update.total} steps in {update.elapsed_s:.1f} s · {settings}"
+    else:
+        head = (
+            f"**Step {update.step} / {update.total}** `{bar}` {percent:.0f}% · "
+            f"t = {update.timestep} · {update.elapsed_s:.1f} s · {settings}"
+        )
+    return _with_notices(head, notices)
+
+
+def _with_notices(text: str, notices: list[str]) -> str:
+    return text + "".join(f"\n\n⚠️ {note}" for note in notices)
+
+
+def make_generate_handler(service: DemoService, min_update_interval_s: float = DEFAULT_MIN_UPDATE_INTERVAL_S):
+    """The streaming event handler; a plain function of raw values so tests can call it directly."""
+
+    def generate(
+        prompt: Any,
+        negative_prompt: Any,
+        num_inference_steps: Any,
+        guidance_scale: Any,
+        sampler: Any,
+        seed: Any,
+        randomize_seed: Any,
+    ) -> Iterator[tuple[Any, ...]]:
+        # Outputs: image, status, seed used, trajectory figure, heatmap figure, PNG file.
+        try:
+            request, notices = service.validate(
+                prompt, negative_prompt, num_inference_steps, guidance_scale, sampler, seed, randomize_seed
+            )
+        except InputError as exc:
+            # A toast with the message, no traceback in the page or the server log.
+            raise gr.Error(str(exc), title="Please check the input", print_exception=False) from None
+        for note in notices:
+            gr.Warning(note, title="Prompt truncated")
+
+        # First update right away: clear the previous result and show the seed actually used.
+        yield (
+            None,
+            _with_notices(f"**Starting…** seed {request.seed}", notices),
+            request.seed,
+            None,
+            None,
+            None,
+        )
+        update = None
+        last_sent = float("-inf")  # the first step is always streamed at once
+        try:
+            for update in service.generate(request):
+                if not update.done and time.monotonic() - last_sent < min_update_interval_s:
+                    continue  # coalesce fast steps; the next update carries their statistics
+                last_sent = time.monotonic()
+                figures = (
+                    trajectory_figure(update.rms, update.stable_rank, update.total, update.timesteps),
+                    heatmap_figure(update.rms[-1], update.stable_rank[-1], update.step, update.total),
+                )
+                status = _progress_markdown(update, request, notices)
+                if update.done:
+                    png = str(service.save_png(update.image, request))
+                    yield (update.image, status, request.seed, *figures, png)
+                else:  # the x0 preview; the download appears with the final image only
+                    yield (update.preview, status, request.seed, *figures, gr.skip())
+        except Exception:
+            # Log the details for the operator; the user gets a short message, not a stack trace.
+            log.exception("sampling failed for %r", request)
+            raise gr.Error(
+                "Sampling failed unexpectedly; the details are in the server log. Please try again.",
+                title="Something went wrong",
+                print_exception=False,
+            ) from None
+        if update is None or not update.done:
+            # Only reached if the pipeline stopped early without a final image.
+            raise gr.Error("Sampling ended before the final image.", print_exception=False)
+
+    return generate
+
+
+def build_demo(
+    service: DemoService,
+    *,
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    concurrency_limit: int = DEFAULT_CONCURRENCY,
+    min_update_interval_s: float = DEFAULT_MIN_UPDATE_INTERVAL_S,
+) -> gr.Blocks:
+    """Build the page around an already loaded service (the model is loaded once, by the caller)."""
+    defaults = service.defaults
+    # Gradio's cache (streamed previews, the PNGs) is swept hourly; nothing else on disk is served.
+    with gr.Blocks(title="DIR-7 · CrossWKV text-to-image", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(
+            "# DIR-7: text-to-image on RWKV-7, with CrossWKV's state live\n"
+            "Type a prompt and press **Generate**: the image and the CrossWKV state statistics update "
+            "after every denoising step."
+        )
+        gr.Markdown(
+            service.describe(),
+            elem_id="dir7-banner",
+            elem_classes=[] if service.trained else ["untrained"],
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1, min_width=320):
+                prompt = gr.Textbox(
+                    label="Prompt",
+                    placeholder="a red circle left of a blue square",
+                    lines=2,
+                    max_length=MAX_PROMPT_CHARS,
+                    elem_id="prompt",
+                    info=f"The text encoder reads up to {service.max_tokens} tokens; longer prompts are truncated.",
+                )
+                negative = gr.Textbox(label="Negative prompt", placeholder="optional", lines=1, elem_id="negative")
+                gr.Examples(
+                    examples=EXAMPLES,
+                    inputs=[prompt, negative],
+                    cache_examples=False,  # never sample at start-up: the page must come up at once
+                    label="Example prompts",
+                    elem_id="examples",
+                )
+                with gr.Row():
+                    steps = gr.Slider(
+                        MIN_STEPS,
+                        MAX_STEPS,
+                        value=defaults["num_inference_steps"],
+                        step=1,
+                        label="Steps",
+                        elem_id="steps",
+                    )
+                    guidance = gr.Slider(
+                        MIN_GUIDANCE,
+                        MAX_GUIDANCE,
+                        value=defaults["guidance_scale"],
+                        step=0.5,
+                        label="Guidance scale",
+                        elem_id="guidance",
+                    )
+                sampler = gr.Dropdown(
+                    list(service.samplers), value=defaults["sampler"], label="Sampler", elem_id="sampler"
+                )
+                with gr.Row():
+                    # No precision/min/max here on purpose: a fractional or out-of-range seed reaches
+                    # the handler and gets a clear message instead of being silently rounded/clamped.
+                    seed = gr.Number(value=defaults["seed"], label=f"Seed (0 – {MAX_SEED})", elem_id="seed", scale=2)
+                    randomize = gr.Checkbox(value=False, label="Randomize seed", elem_id="randomize", scale=1)
+                with gr.Row():
+                    generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+            with gr.Column(scale=1, min_width=320):
+                image = gr.Image(
+                    label="x₀ preview → final image",
+                    format="png",
+                    type="pil",
+                    interactive=False,
+                    height=384,
+                    buttons=["download", "fullscreen"],
+                    elem_id="dir7-image",
+                )
+                status = gr.Markdown("Ready.", elem_id="status")
+                with gr.Row():
+                    seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="seed-used")
+                    download = gr.File(label="Final image (PNG)", interactive=False, elem_id="download")
+        with gr.Row():
+            trajectory_plot = gr.Plot(label="State across denoising steps", elem_id="plot-trajectory")
+            heatmap_plot = gr.Plot(label="State by layer × head, current step", elem_id="plot-heatmap")
+        with gr.Accordion("What do the plots mean?", open=False, elem_id="explanation"):
+            gr.Markdown(explanation_markdown())
+
+        generate_event = gr.on(
+            triggers=[generate_btn.click, prompt.submit],
+            fn=make_generate_handler(service, min_update_interval_s),
+            inputs=[prompt, negative, steps, guidance, sampler, seed, randomize],
+            outputs=[image, status, seed_used, trajectory_plot, heatmap_plot, download],
+            api_name="generate",
+            # Raw values reach the handler, which validates everything itself: Gradio's own
+            # preprocessing would round, clamp or reject some inputs with a less helpful message.
+            preprocess=False,
+            # Our own progress text is in the page; a full overlay would hide the streamed preview.
+            show_progress="minimal",
+            concurrency_limit=concurrency_limit,
+        )
+        # Cancelling closes the handler's generator, which closes the sampler between two steps.
+        # The status is updated only after the cancel is done, so that a last in-flight step
+        # update cannot overwrite it.
+        stop_event = stop_btn.click(fn=None, cancels=[generate_event], queue=False, api_name="stop")
+        stop_event.then(
+            fn=lambda: "**Stopped.** Press Generate to start again.",
+            outputs=status,
+            queue=False,
+            api_visibility="private",
+        )
+    demo.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
+    return demo
+
+
+def launch_options() -> dict[str, Any]:
+    """Keyword arguments for ``demo.launch`` that belong to the page itself (Gradio 6 takes CSS there)."""
+    return {"css": CSS}
