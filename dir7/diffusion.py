@@ -30,7 +30,12 @@ def make_scheduler(name: str, num_train_timesteps: int = 1000, beta_schedule: st
     if name == "ddim":
         return DDIMScheduler(**common, clip_sample=True, set_alpha_to_one=False)
     if name == "dpm++":
-        return DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_order=2)
+        # dpmsolver++ steps on the predicted x0; at t = T-1 (abar ~ 1e-9 under the cosine
+        # schedule) that prediction divides eps by ~5e-5: clamp it to the image range, as DDIM's
+        # clip_sample does (diffusers' dynamic thresholding, for pixel-space models)
+        return DPMSolverMultistepScheduler(
+            **common, algorithm_type="dpmsolver++", solver_order=2, thresholding=True, sample_max_value=1.0
+        )
     raise ValueError(f"unknown sampler {name!r}; choose one of {SAMPLERS}")
 
 

@@ -243,7 +243,8 @@ def train(tc: TrainConfig) -> Path:
     out = Path(tc.out)
     ckpt = out / "checkpoint"
     cfg = tc.model_config()
-    cfg = dataclasses.replace(cfg, notes={**cfg.notes, "train_command": " ".join(sys.argv)})
+    command = "python -m dir7.train " + " ".join(sys.argv[1:])
+    cfg = dataclasses.replace(cfg, notes={**cfg.notes, "train_command": command})
 
     torch.manual_seed(tc.seed)  # identical init on every rank
     model = DIR7Model(cfg).to(device)
