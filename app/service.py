@@ -226,6 +226,8 @@ class DemoService:
             bits.append(f"text encoder: {info['text_encoder']} (≤ {self.max_tokens} tokens)")
         bits.append(f"device: {self.device}")
         text = " · ".join(bits)
+        if info.get("status"):
+            text += f"\n\nℹ️ {info['status']}"
         if not self.trained:
             why = self.fallback_reason or "this checkpoint is not a trained model"
             text = (

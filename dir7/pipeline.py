@@ -148,6 +148,7 @@ class DIR7Pipeline:
             "cross_mode": cfg.cross_mode, "image_size": cfg.image_size, "text_encoder": cfg.text_encoder,
             "default_sampler": cfg.default_sampler, "default_steps": cfg.default_steps,
             "default_guidance": cfg.default_guidance,
+            "status": cfg.notes.get("status", ""),  # e.g. how far the shipped model's training got
         }
 
     # ---- input checking ---------------------------------------------------------------
