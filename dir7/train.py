@@ -116,10 +116,16 @@ class EndlessShuffle(Dataset):
     def __len__(self) -> int:
         return 2**62
 
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        # one permutation per epoch, kept while the stream is in it (each worker keeps its own)
+        if getattr(self, "_epoch", None) != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return self._perm
+
     def __getitem__(self, j: int):
         epoch, pos = divmod(int(j), self.n)
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return self.dataset[int(torch.randperm(self.n, generator=g)[pos])]
+        return self.dataset[int(self._permutation(epoch)[pos])]
 
 
 def make_loader(tc: TrainConfig, image_size: int, start: int, rank: int, world: int) -> DataLoader:

@@ -105,3 +105,16 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     log_one = (tmp_path / "one" / "log.jsonl").read_text().splitlines()
     log_two = (tmp_path / "two" / "log.jsonl").read_text().splitlines()
     assert len(log_one) == len(log_two) == 3
+
+
+def test_a_finite_folder_becomes_a_deterministic_endless_stream():
+    from dir7.train import EndlessShuffle
+
+    data = list(range(7))
+    stream = EndlessShuffle(data, seed=3)
+    first = [stream[j] for j in range(21)]
+    for epoch in range(3):  # every epoch visits every item once
+        assert sorted(first[7 * epoch : 7 * epoch + 7]) == data
+    assert first[:7] != first[7:14]  # a new order each epoch
+    again = EndlessShuffle(data, seed=3)
+    assert [again[j] for j in reversed(range(21))][::-1] == first  # any access order, same stream
