@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 # The UI limits. The pipeline itself accepts up to 1000 steps (ddpm), but on a shared CPU demo
 # a 1000-step request would hold the single worker for minutes, so the app caps it lower.
 MIN_STEPS, MAX_STEPS = 1, 250
-MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 20.0
-MAX_SEED = 2**32 - 1
+# guidance and seed ranges are the pipeline's own (one source of truth with the Python API)
+MIN_GUIDANCE, MAX_GUIDANCE = 0.0, dir7.MAX_GUIDANCE
+MAX_SEED = dir7.MAX_SEED
 # Prompts longer than the encoder's token budget are truncated with a notice; this character cap
 # only bounds the tokenizer's work on absurd inputs (the textbox's max_length is client-side only).
 MAX_PROMPT_CHARS = 4000

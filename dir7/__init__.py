@@ -15,7 +15,15 @@ from kernels import wkv7, wkv7_chunked, wkv7_naive
 from .checkpoint import CheckpointError
 from .diffusion import SAMPLERS, diffusion_loss, drop_captions, make_scheduler, predicted_x0
 from .model import PRESETS, DIR7Config, DIR7Model, count_parameters_by_part
-from .pipeline import DIR7Pipeline, DIR7PipelineOutput, StepOutput, default_checkpoint, image_grid
+from .pipeline import (
+    MAX_GUIDANCE,
+    MAX_SEED,
+    DIR7Pipeline,
+    DIR7PipelineOutput,
+    StepOutput,
+    default_checkpoint,
+    image_grid,
+)
 from .rwkv7 import ChannelMix, CrossWKV, LoRA, TimeMix
 from .stats import StateStats, layer_head_stats, stable_rank, state_rms
 from .text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
@@ -24,6 +32,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_TEXT_ENCODER",
+    "MAX_GUIDANCE",
+    "MAX_SEED",
     "PRESETS",
     "SAMPLERS",
     "ChannelMix",
