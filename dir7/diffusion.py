@@ -8,15 +8,22 @@ guidance).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
+if TYPE_CHECKING:
+    from diffusers import DDPMScheduler
 
 SAMPLERS = ("ddim", "ddpm", "dpm++")
 
 
 def make_scheduler(name: str, num_train_timesteps: int = 1000, beta_schedule: str = "squaredcos_cap_v2"):
     """A fresh ``diffusers`` scheduler for the named sampler (schedulers carry state: one per run)."""
+    # imported here: diffusers takes over a second to import, and `import dir7` should not pay it
+    from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+
     common = dict(
         num_train_timesteps=num_train_timesteps,
         beta_schedule=beta_schedule,
