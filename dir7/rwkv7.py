@@ -97,6 +97,11 @@ class TimeMix(nn.Module):
     later layers lerp towards it (the value residual, eq. 10).
     """
 
+    # b = removal_scale * kk * eta. RWKV-7 uses 1: along kk the transition keeps 1 - eta of
+    # the state, an eigenvalue in (0, 1). 2 lets it reach (-1, 1), i.e. reflections, which
+    # Grazzi et al. (2024) show diagonal-plus-rank-one RNNs need for parity / S5 tracking.
+    removal_scale: float = 1.0
+
     def __init__(self, cfg, layer_id: int, n_layers: int):
         super().__init__()
         D, K = cfg.dim, cfg.head_size
@@ -206,8 +211,9 @@ class TimeMix(nn.Module):
             log_decay, k, kk = log_decay * m, k * m, kk * m
         # one dtype for the kernel: under autocast r is bf16 while the LoRA terms are float32
         log_decay, k, v, kk, eta = (t.to(r.dtype) for t in (log_decay, k, v, kk, eta))
+        b = kk * eta if self.removal_scale == 1.0 else kk * (self.removal_scale * eta)
         o, state = wkv7(
-            r, log_decay, k, v, -kk, kk * eta,
+            r, log_decay, k, v, -kk, b,
             scale=1.0, initial_state=initial_state, output_final_state=output_final_state,
         )                                                             # o: [B, T, H, K]
         o = self.ln_x(o.reshape(B * T, D)).view(B, T, H, K)

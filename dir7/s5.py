@@ -7,11 +7,14 @@ token by token; at every position ``t`` the model predicts the prefix product
 non-solvable, so no fixed-depth model with only diagonal (commuting) transitions can track
 it at every length; the generalised delta rule of RWKV-7 has non-diagonal transitions.
 
-Three models of the same width and depth are compared:
+Models of the same width and depth are compared:
 
 - ``rwkv7``: pre-LayerNorm residual blocks of ``dir7.TimeMix`` + ``dir7.ChannelMix``;
 - ``rwkv7_diag``: the same, with the delta-rule terms zeroed (``a = b = 0``: only the
   diagonal decay and the write ``k v^T`` remain; see :class:`DiagonalTimeMix`);
+- ``rwkv7_reflect`` (an extra we added): ``rwkv7`` with the removal doubled
+  (``TimeMix.removal_scale = 2``), so a transition's eigenvalue along the removal key spans
+  (-1, 1) instead of (0, 1): it can reflect, which non-solvable groups need;
 - ``transformer``: causal softmax attention (``F.scaled_dot_product_attention``) with
   rotary position embeddings (RoPE, relative, so nothing is tied to the training length)
   and a GELU MLP of the same hidden width.
@@ -40,7 +43,7 @@ from torch import nn
 from .model import DIR7Config
 from .rwkv7 import ChannelMix, TimeMix
 
-MODELS = ("rwkv7", "transformer", "rwkv7_diag")
+MODELS = ("rwkv7", "transformer", "rwkv7_diag", "rwkv7_reflect")
 N_ELEMENTS = 120  # |S5| = 5!
 
 # ---------------------------------------------------------------------------------------
@@ -80,7 +83,7 @@ def sample_batch(
     batch: int, length: int, table: torch.Tensor, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniformly random sequences ``[batch, length]`` and their prefix products."""
-    x = torch.randint(0, table.shape[0], (batch, length), generator=generator)
+    x = torch.randint(0, table.shape[0], (batch, length), generator=generator, device=generator.device)
     return x, prefix_products(x, table)
 
 
@@ -156,10 +159,19 @@ class DiagonalTimeMix(TimeMix):
         self.register_buffer("k_k", torch.zeros(dim))
 
 
+class ReflectingTimeMix(TimeMix):
+    """TimeMix whose transition can reflect: ``b = 2 kk eta`` (see ``TimeMix.removal_scale``)."""
+
+    removal_scale = 2.0
+
+
+TIME_MIXES = {"rwkv7": TimeMix, "rwkv7_diag": DiagonalTimeMix, "rwkv7_reflect": ReflectingTimeMix}
+
+
 class RWKVBlock(nn.Module):
-    def __init__(self, rcfg: DIR7Config, layer_id: int, diagonal: bool):
+    def __init__(self, rcfg: DIR7Config, layer_id: int, variant: str = "rwkv7"):
         super().__init__()
-        mix_cls = DiagonalTimeMix if diagonal else TimeMix
+        mix_cls = TIME_MIXES[variant]
         self.ln1, self.ln2 = nn.LayerNorm(rcfg.dim), nn.LayerNorm(rcfg.dim)
         self.time_mix = mix_cls(rcfg, layer_id, rcfg.depth)
         self.channel_mix = ChannelMix(rcfg, layer_id, rcfg.depth)
@@ -173,11 +185,11 @@ class RWKVBlock(nn.Module):
 class RWKVTracker(nn.Module):
     """Embedding -> RWKV-7 blocks -> LayerNorm -> 120-way head. No positional embedding."""
 
-    def __init__(self, cfg: S5Config, diagonal: bool = False):
+    def __init__(self, cfg: S5Config, variant: str = "rwkv7"):
         super().__init__()
         rcfg = rwkv_config(cfg)
         self.embed = TokenEmbedding(cfg)
-        self.blocks = nn.ModuleList(RWKVBlock(rcfg, i, diagonal) for i in range(cfg.depth))
+        self.blocks = nn.ModuleList(RWKVBlock(rcfg, i, variant) for i in range(cfg.depth))
         self.ln_out = nn.LayerNorm(cfg.dim)
         self.head = nn.Linear(cfg.dim, N_ELEMENTS)
 
@@ -236,10 +248,8 @@ class TransformerTracker(nn.Module):
 
 
 def build_model(name: str, cfg: S5Config) -> nn.Module:
-    if name == "rwkv7":
-        return RWKVTracker(cfg)
-    if name == "rwkv7_diag":
-        return RWKVTracker(cfg, diagonal=True)
+    if name in TIME_MIXES:
+        return RWKVTracker(cfg, variant=name)
     if name == "transformer":
         return TransformerTracker(cfg)
     raise ValueError(f"unknown model {name!r}; choose one of {MODELS}")
@@ -358,7 +368,7 @@ def run_experiment(
         "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or "cpu",
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "positional_encoding": {"transformer": "RoPE", "rwkv7": "none", "rwkv7_diag": "none"},
+        "positional_encoding": {m: "RoPE" if m == "transformer" else "none" for m in MODELS},
         "chance": 1 / N_ELEMENTS,
         "models": {},
     }
@@ -383,20 +393,50 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--fast", action="store_true", help="tiny models and few steps (about a minute on CPU)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--steps", type=int, default=None, help="training steps per model")
+    p.add_argument("--batch", type=int, default=None, help="sequences per training step")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS.json",
+                   help="combine result files of separate runs (one per --models, e.g. run in parallel "
+                        "processes) into --out instead of training")
     args = p.parse_args(argv)
+    if args.merge:
+        results = merge_results([json.loads(f.read_text()) for f in args.merge])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1))
+        print(format_table(results))
+        print(f"wrote {args.out}")
+        return
 
     torch.set_num_threads(args.threads)
     s = S5Settings.fast() if args.fast else S5Settings()
-    s = dataclasses.replace(s, seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    s = dataclasses.replace(s, seed=args.seed, **({"steps": args.steps} if args.steps else {}),
+                            **({"batch": args.batch} if args.batch else {}))
     results = run_experiment(s, tuple(args.models), args.device)
     results["command"] = "python -m dir7.s5 " + " ".join(argv if argv is not None else _argv())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))
     print(format_table(results))
     print(f"wrote {args.out} ({results['wall_seconds']} s on {args.device})")
+
+
+def merge_results(parts: list[dict]) -> dict:
+    """One results dict from runs of disjoint model sets with identical settings."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    merged = {**parts[0], "models": {}, "commands": [], "wall_seconds": 0.0}
+    merged.pop("command", None)
+    for part in parts:
+        if part["settings"] != parts[0]["settings"]:
+            raise ValueError("cannot merge S5 results trained with different settings")
+        clash = set(part["models"]) & set(merged["models"])
+        if clash:
+            raise ValueError(f"model(s) {sorted(clash)} appear in more than one file")
+        merged["models"].update(part["models"])
+        merged["commands"].append(part.get("command", ""))
+        merged["wall_seconds"] = max(merged["wall_seconds"], part["wall_seconds"])  # run side by side
+    return merged
 
 
 def _argv() -> list[str]:

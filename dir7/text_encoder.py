@@ -96,14 +96,25 @@ class TextEncoder(nn.Module):
         return len(self.tokenizer(self._texts([prompt])[0], truncation=False)["input_ids"])
 
     @torch.no_grad()
-    def forward(self, prompts: str | list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, prompts: str | list[str], pad_to_multiple_of: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token states of the prompts, padded to the longest (rounded up to
+        ``pad_to_multiple_of`` tokens when given: fewer distinct shapes for compiled models)."""
         if isinstance(prompts, str):
             prompts = [prompts]
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError("TextEncoder expects a string or a non-empty list of strings")
         tokens = self.tokenizer(
             self._texts(prompts), padding="longest", truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device)
+        )
+        if pad_to_multiple_of:
+            # by hand: the tokenizer refuses a multiple that max_length is not divisible by
+            extra = -tokens["input_ids"].shape[1] % pad_to_multiple_of
+            pad_id = self.tokenizer.pad_token_id or 0
+            tokens["input_ids"] = torch.nn.functional.pad(tokens["input_ids"], (0, extra), value=pad_id)
+            tokens["attention_mask"] = torch.nn.functional.pad(tokens["attention_mask"], (0, extra), value=0)
+        tokens = tokens.to(self.device)
         mask = tokens["attention_mask"].bool()
         # per-token states, not the pooled output (CLIP pools at the first EOS token)
         states = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state

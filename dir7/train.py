@@ -81,6 +81,7 @@ class TrainConfig:
     save_every: int = 1000          # steps between checkpoints (the last step always saves)
     workers: int = 2                # data-loader worker processes per GPU
     precision: str = "auto"         # "bf16" autocast, "fp32", or "auto" (bf16 on CUDA)
+    compile: bool = False           # torch.compile the model: fewer, fused kernels (a minute of compiling first)
     device: str = "auto"            # "cuda", "cpu" or "auto"
     max_steps_this_run: int = 0     # stop after this many steps of this invocation (0: no limit)
     time_limit_min: float = 0.0     # stop (saving first) after this many minutes of this invocation (0: none)
@@ -218,6 +219,26 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1.0 - decay)
 
 
+def training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noise, *,
+                  lr: float, ema_decay: float, grad_clip: float, use_bf16: bool):
+    """One optimizer step on a (local) batch: encode text, eq. 17 loss, backward, clip,
+    AdamW, EMA. ``net`` is the model or its DDP/compiled wrapper; ``model`` the plain module.
+    Returns the loss and the gradient norm as tensors (reading them would sync the GPU)."""
+    device = next(model.parameters()).device
+    # text padded to a multiple of 16 tokens: a compiled model then sees only a few shapes
+    text, mask = enc(captions, pad_to_multiple_of=16)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+        loss = diffusion_loss(net, images.to(device, non_blocking=True), text, mask, scheduler, t=t, noise=noise)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.step()
+    update_ema(ema, model, ema_decay)
+    return loss.detach(), grad_norm
+
+
 def _setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     use_cuda = torch.cuda.is_available() if device_arg == "auto" else device_arg == "cuda"
@@ -256,7 +277,9 @@ def train(tc: TrainConfig) -> Path:
     model = DIR7Model(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     enc = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    # fused: one kernel for the whole update on CUDA instead of several per parameter
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                            fused=device.type == "cuda")
     scheduler = make_scheduler("ddpm", cfg.num_train_timesteps, cfg.beta_schedule)
     generator = torch.Generator().manual_seed(tc.seed + 1)  # global-batch draws, same on every rank
 
@@ -265,6 +288,8 @@ def train(tc: TrainConfig) -> Path:
         step = load_training_state(ckpt, model, ema, opt, generator)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
+    if tc.compile:
+        net = torch.compile(net)
 
     loader = make_loader(tc, cfg.image_size, start=step * tc.batch_size, rank=rank, world=world)
     batches = iter(loader)
@@ -283,17 +308,10 @@ def train(tc: TrainConfig) -> Path:
         noise = torch.randn(B, cfg.in_channels, S, S, generator=generator)[mine]
         drop = (torch.rand(B, generator=generator) < tc.text_dropout)[mine]
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        text, mask = enc(captions)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            loss = diffusion_loss(net, images.to(device, non_blocking=True), text, mask, scheduler, t=t, noise=noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(tc, step)
-        opt.step()
+        loss, grad_norm = training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noise,
+                                        lr=lr_at(tc, step), ema_decay=ema_decay_at(tc, step + 1),
+                                        grad_clip=tc.grad_clip, use_bf16=use_bf16)
         step += 1
-        update_ema(ema, model, ema_decay_at(tc, step))
         seen += B
         pbar.update(1)
         if tc.time_limit_min:
@@ -304,7 +322,7 @@ def train(tc: TrainConfig) -> Path:
                 stop_at = step  # the save below runs for this step
 
         if step % tc.log_every == 0 or step == stop_at:
-            loss_avg = loss.detach()
+            loss_avg = loss.clone()
             if world > 1:
                 dist.all_reduce(loss_avg, op=dist.ReduceOp.AVG)
             now = time.perf_counter()
@@ -338,6 +356,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         if f.name == "model_overrides":
             ap.add_argument("--set", dest=f.name, action="append", default=[], metavar="FIELD=VALUE",
                             help="change a field of the preset's DIR7Config (repeatable), e.g. --set depth=9")
+        elif isinstance(getattr(defaults, f.name), bool):
+            ap.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                            default=getattr(defaults, f.name), help=f"default: {getattr(defaults, f.name)}")
         else:
             ap.add_argument(flag, dest=f.name, type=type(getattr(defaults, f.name)),
                             default=getattr(defaults, f.name), help=f"default: {getattr(defaults, f.name)}")

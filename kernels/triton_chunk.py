@@ -215,7 +215,9 @@ def _chunk_bwd_kernel(
         b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
         b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
         b_v = _load_chunk(v, base_v, t0, T, o_c, o_v, m_v, H * V)
-        dO = scale * _load_chunk(do, base_v, t0, T, o_c, o_v, m_v, H * V)
+        # cast back: torch.compile hands a Python float over as a float64 scalar, which would
+        # promote dO and break the float32 tl.dot calls below
+        dO = (scale * _load_chunk(do, base_v, t0, T, o_c, o_v, m_v, H * V)).to(tl.float32)
 
         # ---- recompute the forward quantities of this chunk
         cw, cw_prev, mid, cw_end = _chunk_decays(b_w, o_c, C)

@@ -1,43 +1,76 @@
 #!/usr/bin/env bash
-# Train DIR-7 on the procedural shapes data with each CrossWKV mode, side by side on one GPU
-# (same settings, same number of steps), then score every run with ShapesEval.
+# Train DIR-7 on the procedural shapes data and score it with ShapesEval, on one GPU.
 #
-#   bash scripts/train_shapes.sh train     # STEPS, MINUTES, BATCH, RUNS, MODES from the environment
-#   bash scripts/train_shapes.sh eval      # python -m dir7.eval shapes on each run's EMA weights
+#   bash scripts/train_shapes.sh train     # every mode in MODES side by side, same settings
+#   bash scripts/train_shapes.sh eval      # ShapesEval (IMAGES per prompt) on each run's EMA weights
+#   bash scripts/train_shapes.sh ablate    # how the shipped model was made, see below
 #
-# Rerunning "train" continues every run exactly where its checkpoint left it (dir7.train
-# resumes weights, optimizer, EMA, random stream and data position), so a long schedule
-# can be split over several time-limited sessions.
+# Settings come from the environment: RUNS (runs), MODES ("prefix paper"), STEPS (total
+# schedule), MINUTES (wall-clock limit of this invocation, 0 = none), BATCH, LR, WARMUP,
+# COMPILE (1 = torch.compile), IMAGES (images per prompt in eval).
+#
+# "ablate": phase 1 trains every mode side by side for ABLATE_MINUTES (the same GPU time for
+# each), scores each with ShapesEval at 1 image per prompt (saved as report_ablation.json),
+# then phase 2 continues only the best-scoring mode for MINUTES and scores it with IMAGES per
+# prompt. Rerunning "train" continues every run exactly where its checkpoint left it (dir7.train
+# resumes weights, optimizer, EMA, random stream and data position), so a long schedule can be
+# split over several time-limited sessions.
 set -euo pipefail
 RUNS=${RUNS:-runs}
 MODES=${MODES:-"prefix paper"}
 STEPS=${STEPS:-30000}
 MINUTES=${MINUTES:-0}
 BATCH=${BATCH:-256}
-LR=${LR:-3e-4}
+LR=${LR:-5e-4}
+WARMUP=${WARMUP:-500}
+COMPILE=${COMPILE:-0}
+IMAGES=${IMAGES:-4}
 mkdir -p "$RUNS"
+
+train_one() {  # mode minutes: one run in the background; retried eagerly if compiling fails at once
+    local mode=$1 minutes=$2 flag=--no-compile
+    [ "$COMPILE" = 1 ] && flag=--compile
+    (
+        python3 -m dir7.train --out "$RUNS/$mode" --cross-mode "$mode" --steps "$STEPS" --batch-size "$BATCH" \
+            --lr "$LR" --warmup "$WARMUP" --lr-schedule constant --ema-decay 0.999 --workers 5 --sample-every 0 \
+            --save-every 1000 --log-every 100 --time-limit-min "$minutes" $flag >> "$RUNS/$mode.train.log" 2>&1 \
+        || { [ "$flag" = --compile ] && [ ! -e "$RUNS/$mode/checkpoint/train_state.json" ] \
+             && echo "compile failed: training $mode without torch.compile" >> "$RUNS/$mode.train.log" \
+             && python3 -m dir7.train --out "$RUNS/$mode" --cross-mode "$mode" --steps "$STEPS" \
+                --batch-size "$BATCH" --lr "$LR" --warmup "$WARMUP" --lr-schedule constant --ema-decay 0.999 \
+                --workers 5 --sample-every 0 --save-every 1000 --log-every 100 --time-limit-min "$minutes" \
+                --no-compile >> "$RUNS/$mode.train.log" 2>&1; }
+    ) &
+}
+
+eval_one() {  # mode images report-name
+    python3 -m dir7.eval shapes --checkpoint "$RUNS/$1/checkpoint/ema" --device cuda \
+        --images-per-prompt "$2" --batch-size 256 --out "$RUNS/$1/$3" > "$RUNS/$1.eval.log" 2>&1
+    python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[2], {k: round(r[k], 3) for k in ('overall', 'overall_in_distribution', 'overall_heldout')})" "$RUNS/$1/$3" "$1"
+}
 
 case "${1:-train}" in
 train)
-    for mode in $MODES; do
-        python3 -m dir7.train --out "$RUNS/$mode" --cross-mode "$mode" --steps "$STEPS" --batch-size "$BATCH" \
-            --lr "$LR" --warmup 500 --lr-schedule constant --ema-decay 0.999 --workers 5 --sample-every 0 \
-            --save-every 1000 --log-every 100 --time-limit-min "$MINUTES" >> "$RUNS/$mode.train.log" 2>&1 &
-    done
+    for mode in $MODES; do train_one "$mode" "$MINUTES"; done
     wait
     for mode in $MODES; do tail -n 1 "$RUNS/$mode/log.jsonl"; done
     ;;
 eval)
-    for mode in $MODES; do
-        python3 -m dir7.eval shapes --checkpoint "$RUNS/$mode/checkpoint/ema" --device cuda \
-            --images-per-prompt "${IMAGES:-4}" --batch-size 128 --out "$RUNS/$mode/report.json" \
-            > "$RUNS/$mode.eval.log" 2>&1 &
-    done
+    for mode in $MODES; do eval_one "$mode" "$IMAGES" report.json & done
     wait
-    for mode in $MODES; do
-        python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[2], {k: round(r[k], 3) for k in ('overall', 'overall_in_distribution', 'overall_heldout')})" "$RUNS/$mode/report.json" "$mode"
-    done
+    ;;
+ablate)
+    for mode in $MODES; do train_one "$mode" "${ABLATE_MINUTES:-8}"; done
+    wait
+    for mode in $MODES; do tail -n 1 "$RUNS/$mode/log.jsonl"; eval_one "$mode" 1 report_ablation.json & done
+    wait
+    best=$(python3 -c "import json,sys; print(max(sys.argv[2:], key=lambda m: json.load(open(f'{sys.argv[1]}/{m}/report_ablation.json'))['overall']))" "$RUNS" $MODES)
+    echo "phase 2: continuing $best" | tee "$RUNS/winner.txt"
+    train_one "$best" "$MINUTES"
+    wait
+    tail -n 1 "$RUNS/$best/log.jsonl"
+    eval_one "$best" "$IMAGES" report.json
     ;;
 *)
-    echo "usage: $0 train|eval" >&2; exit 2 ;;
+    echo "usage: $0 train|eval|ablate" >&2; exit 2 ;;
 esac

@@ -127,6 +127,34 @@ def test_diagonal_variant_passes_zero_a_and_b_to_the_kernel(monkeypatch):
     assert torch.count_nonzero(seen["a"]) > 0  # the full layer does use the delta rule
 
 
+def test_reflecting_variant_doubles_the_removal_so_the_transition_can_reflect(monkeypatch):
+    import dir7.rwkv7
+
+    seen = []
+    real = dir7.rwkv7.wkv7
+
+    def spy(r, w, k, v, a, b, **kw):
+        seen.append((a, b))
+        return real(r, w, k, v, a, b, **kw)
+
+    monkeypatch.setattr(dir7.rwkv7, "wkv7", spy)
+    rcfg = s5.rwkv_config(s5.S5Config(dim=32, depth=2, head_size=16))
+    torch.manual_seed(0)
+    plain = dir7.rwkv7.TimeMix(rcfg, 1, 2)
+    torch.manual_seed(0)
+    reflect = s5.ReflectingTimeMix(rcfg, 1, 2)
+    x, v_first = torch.randn(2, 9, 32), torch.randn(2, 9, 32)
+    with torch.no_grad():
+        plain(x, v_first)
+        reflect(x, v_first)
+    (a1, b1), (a2, b2) = seen
+    assert torch.equal(a1, a2) and torch.allclose(b2, 2 * b1)
+    # along the unit removal key kk = -a the transition keeps 1 - (kk . b): RWKV-7 stays in
+    # (0, 1), the reflecting variant goes below zero wherever eta > 1/2
+    keep_plain, keep_reflect = 1 + (a1 * b1).sum(-1), 1 + (a2 * b2).sum(-1)
+    assert (keep_plain > 0).all() and (keep_reflect < 0).any()
+
+
 def test_parameter_counts_are_comparable():
     cfg = s5.S5Config()
     counts = {n: sum(p.numel() for p in s5.build_model(n, cfg).parameters()) for n in s5.MODELS}
@@ -155,3 +183,19 @@ def test_cli_writes_results(tmp_path):
     assert set(acc) == {str(n) for n in r["settings"]["test_lens"]}
     assert all(0.0 <= v["all"] <= 1.0 for v in acc.values())
     assert "--fast" in r["command"]
+
+
+def test_results_of_separate_runs_merge_into_one_file(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    s5.main(["--fast", "--steps", "3", "--out", str(a), "--models", "transformer"])
+    s5.main(["--fast", "--steps", "3", "--out", str(b), "--models", "rwkv7"])
+    out = tmp_path / "all.json"
+    s5.main(["--merge", str(a), str(b), "--out", str(out)])
+    merged = json.loads(out.read_text())
+    assert set(merged["models"]) == {"transformer", "rwkv7"} and len(merged["commands"]) == 2
+    with pytest.raises(ValueError, match="more than one"):
+        s5.main(["--merge", str(a), str(a), "--out", str(out)])
+    c = tmp_path / "c.json"
+    s5.main(["--fast", "--steps", "4", "--out", str(c), "--models", "rwkv7"])
+    with pytest.raises(ValueError, match="different settings"):
+        s5.main(["--merge", str(a), str(c), "--out", str(out)])

@@ -24,6 +24,10 @@ def test_padding_does_not_change_real_token_states(text_encoder):
     n = int(mask[0].sum())
     assert n == alone.shape[1]
     assert torch.allclose(batched[0, :n], alone[0], atol=1e-5)
+    padded, pmask = text_encoder(["two stars"], pad_to_multiple_of=16)
+    assert padded.shape[1] == 16 and pmask.shape == (1, 16)
+    assert pmask[0].sum() == n and not pmask[0, n:].any()
+    assert torch.allclose(padded[0, :n], alone[0], atol=1e-5)
 
 
 def test_truncation_and_token_count():

@@ -84,6 +84,8 @@ def test_cli_parses_into_the_config():
         TrainConfig(model_overrides=["depthh=3"]).model_config()
     with pytest.raises(SystemExit):
         parse_args(["--precision", "fp8"])
+    assert parse_args(["--compile"]).compile and not parse_args(["--no-compile"]).compile
+    assert not parse_args([]).compile
 
 
 @pytest.mark.slow
