@@ -1,17 +1,20 @@
 """WKV-7 kernels on the GPU it finds: correctness at full size first, then timings.
 
-    python3 benchmarks/wkv7.py --out wkv7.json --md BENCHMARKS.md [--sweep] [--model]
+    python3 benchmarks/wkv7.py --out wkv7.json --md BENCHMARKS.md [--sweep] [--model] [--resume]
 
 1. measures the card's device-to-device copy bandwidth (the memory-floor column);
 2. checks our kernels (and fla's, for information) against the float64 sequential
    reference at the benchmark size, forward and every gradient; exits non-zero on failure;
 3. optionally (--sweep) times launch configurations of our kernels and uses the best;
 4. times, at B=16, H=16, K=V=64, bf16, T in {256, 1024, 4096} (median of do_bench, inputs
-   rotated so the L2 cache does not flatter): our fused-recurrent forward, chunk forward and
-   chunk forward+backward; fla 0.6.0's chunk_rwkv7 (plain and lower_bound), fused_recurrent
+   rotated so the L2 cache does not flatter): our fused-recurrent forward, chunk forward,
+   two-pass chunk forward and chunk forward+backward; fla 0.6.0's chunk_rwkv7 (plain and lower_bound), fused_recurrent
    and chunk forward+backward (if fla imports); SDPA self- and cross-attention (77 keys);
 5. optionally (--model) times one dir7-s denoising step with our kernels and with fla's;
 6. writes JSON (--out) and a markdown table (--md).
+
+The JSON is written after every part; ``--resume`` reuses the parts already in ``--out`` (a
+call cut off by a time limit continues where it stopped).
 
 fla trap: its fused_recurrent_rwkv7 defaults to scale = 1/sqrt(K); scale=1.0 is passed
 explicitly everywhere.
@@ -143,6 +146,7 @@ def check_correctness(fla) -> dict:
     ours = {
         "ours recurrent": lambda *x, **kw: triton_recurrent.wkv7_triton_recurrent(*x, **kw),
         "ours chunk": lambda *x, **kw: triton_chunk.wkv7_triton_chunk(*x, **kw),
+        "ours two-pass": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, two_pass=True, **kw),
     }
     others = {} if fla is None else {"fla chunk": fla_chunk(fla), "fla fused_recurrent": fla_fused(fla)}
     torch.manual_seed(1)
@@ -190,7 +194,7 @@ def check_correctness(fla) -> dict:
 
 def sweep() -> dict:
     """A few launch shapes around the ones that won a wider sweep (benchmarks/NOTES-wkv7.md)."""
-    res = {"recurrent": {}, "chunk_fwd": {}, "chunk_bwd": {}}
+    res = {"recurrent": {}, "chunk_fwd": {}, "chunk_bwd": {}, "two_pass": {}}
     for T in (256, 1024):
         _, nxt = rotating(lambda T=T: make_inputs(B, T, H, K), T)
         for BV, nw in ((16, 1), (32, 2)):
@@ -205,6 +209,11 @@ def sweep() -> dict:
                 *nxt(), chunk_size=C, BV=BV, num_warps=nw))
             res["chunk_fwd"][f"T={T} C={C} BV={BV} nw={nw}"] = ms
             log(f"  chunk fwd T={T} C={C} BV={BV:2d} warps={nw}: {ms:.3f} ms")
+        for BV, nw, pnw in ((64, 4, 4), (32, 4, 4), (32, 2, 4), (16, 2, 4), (32, 4, 8)):
+            ms = bench(lambda BV=BV, nw=nw, pnw=pnw, nxt=nxt: triton_chunk.wkv7_triton_chunk_fwd(
+                *nxt(), two_pass=True, BV=BV, num_warps=nw, prep_num_warps=pnw))
+            res["two_pass"][f"T={T} BV={BV} nw={nw} pnw={pnw}"] = ms
+            log(f"  two-pass fwd T={T} scan BV={BV:2d} warps={nw}, prep warps={pnw}: {ms:.3f} ms")
         xs = make_inputs(B, T, H, K)
         do = torch.randn(B, T, H, K, device="cuda", dtype=DTYPE)
         for C, nw in ((16, 4), (16, 8)):
@@ -214,6 +223,18 @@ def sweep() -> dict:
             res["chunk_bwd"][f"T={T} C={C} nw={nw}"] = ms
             log(f"  chunk bwd (kernel only) T={T} C={C} warps={nw}: {ms:.3f} ms")
             del hs
+    return res
+
+
+def long_crossover() -> dict:
+    """Inference: fused chunk vs two-pass forward (sets ``dispatch.TWO_PASS_MIN_T``)."""
+    res = {}
+    for T in (256, 512, 1024, 2048, 4096):
+        _, nxt = rotating(lambda T=T: make_inputs(B, T, H, K), T)
+        fused = bench(lambda nxt=nxt: triton_chunk.wkv7_triton_chunk_fwd(*nxt()))
+        two = bench(lambda nxt=nxt: triton_chunk.wkv7_triton_chunk_fwd(*nxt(), two_pass=True))
+        res[T] = {"chunk": fused, "two_pass": two}
+        log(f"  T={T:4d}: fused chunk {fused:.4f} ms, two-pass {two:.4f} ms")
     return res
 
 
@@ -256,6 +277,9 @@ def apply_best(res: dict) -> dict:
         scores[(c, bnw_)] = ms + fwd_c
     tc, bnw = min(scores, key=scores.get)
     triton_chunk.TRAIN_CHUNK, triton_chunk.DEFAULT_BWD_WARPS = tc, bnw
+    if res.get("two_pass"):
+        (BV, nw, pnw), _ = best(res["two_pass"], ("BV", "nw", "pnw"))
+        triton_chunk.DEFAULT_SCAN_BV, triton_chunk.DEFAULT_SCAN_WARPS, triton_chunk.DEFAULT_PREP_WARPS = BV, nw, pnw
     return current_config()
 
 
@@ -265,6 +289,8 @@ def current_config() -> dict:
         "chunk_fwd": {"chunk": triton_chunk.DEFAULT_CHUNK, "BV": triton_chunk.DEFAULT_FWD_BV,
                       "num_warps": triton_chunk.DEFAULT_FWD_WARPS},
         "train": {"chunk": triton_chunk.TRAIN_CHUNK, "bwd_num_warps": triton_chunk.DEFAULT_BWD_WARPS},
+        "two_pass": {"scan_BV": triton_chunk.DEFAULT_SCAN_BV, "scan_num_warps": triton_chunk.DEFAULT_SCAN_WARPS,
+                     "prep_num_warps": triton_chunk.DEFAULT_PREP_WARPS},
     }
 
 
@@ -301,6 +327,8 @@ def time_row(T: int, fla, bw: float) -> dict:
 
     attempt("ours_recurrent_fwd", lambda: fwd(triton_recurrent.wkv7_triton_recurrent))
     attempt("ours_chunk_fwd", lambda: fwd(triton_chunk.wkv7_triton_chunk_fwd))
+    attempt("ours_two_pass_fwd", lambda: fwd(lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(
+        *x, two_pass=True, **kw)))
     attempt("ours_chunk_fwd_bwd", lambda: fwd_bwd(triton_chunk.wkv7_triton_chunk))
     if fla is not None:
         attempt("fla_chunk_fwd", lambda: fwd(fla_chunk(fla)))
@@ -336,6 +364,12 @@ def time_model_step(fla, batch=8) -> dict:
         import kernels.dispatch
         cfg = dir7.DIR7Config.from_preset("dir7-s")
         model = dir7.DIR7Model(cfg).cuda().eval()
+        # an untrained DIR-7 outputs exactly zero (adaLN-Zero gates, zero decoder): give the
+        # zero-initialised parameters values so the kernels' outputs can be compared through it
+        with torch.no_grad():
+            for p in model.parameters():
+                if torch.count_nonzero(p) == 0:
+                    p.normal_(std=0.05)
         x = torch.randn(batch, cfg.in_channels, cfg.image_size, cfg.image_size, device="cuda")
         text = torch.randn(batch, cfg.max_text_len, cfg.text_dim, device="cuda")
         t = torch.full((batch,), 500.0, device="cuda")
@@ -391,6 +425,7 @@ COLUMNS = [
     ("floor_ms", "memory floor*"),
     ("ours_recurrent_fwd", "**ours fused-recurrent fwd**"),
     ("ours_chunk_fwd", "**ours chunk fwd**"),
+    ("ours_two_pass_fwd", "**ours two-pass fwd**"),
     ("fla_chunk_fwd", "fla chunk fwd"),
     ("fla_chunk_lower_bound_fwd", "fla chunk, lower_bound"),
     ("fla_fused_recurrent_fwd", "fla fused_recurrent fwd"),
@@ -422,7 +457,8 @@ def markdown(result: dict, command: str) -> str:
         "|---|" + "---|" * (len(COLUMNS) + 2),
     ]
     for row in result["rows"]:
-        ours = [row.get(k) for k in ("ours_recurrent_fwd", "ours_chunk_fwd") if row.get(k) is not None]
+        ours = [row.get(k) for k in ("ours_recurrent_fwd", "ours_chunk_fwd", "ours_two_pass_fwd")
+                if row.get(k) is not None]
         theirs = [row.get(k) for k in ("fla_chunk_fwd", "fla_chunk_lower_bound_fwd", "fla_fused_recurrent_fwd")
                   if row.get(k) is not None]
         speed_f = f"{min(theirs) / min(ours):.2f}x" if ours and theirs else "—"
@@ -442,17 +478,24 @@ def markdown(result: dict, command: str) -> str:
                   "| T | ours fused-recurrent fwd | ours chunk fwd |", "|---|---|---|"]
         lines += [f"| {T} | {v['recurrent']:.4f} | {v['chunk']:.4f} |" for T, v in cross.items()]
         lines.append("")
+    long_cross = result.get("long_crossover")
+    if long_cross:
+        lines += ["Inference at long T (same shapes), which sets `kernels.dispatch.TWO_PASS_MIN_T`:", "",
+                  "| T | ours fused chunk fwd | ours two-pass fwd |", "|---|---|---|"]
+        lines += [f"| {T} | {v['chunk']:.4f} | {v['two_pass']:.4f} |" for T, v in long_cross.items()]
+        lines.append("")
     cfg = result.get("config")
     if cfg:
         lines += [f"Launch configurations timed: `{json.dumps(cfg)}`.", ""]
     m = result.get("model_step")
     timed = {k: v for k, v in (m or {}).items()
-             if k not in ("batch", "tokens", "heads", "errors") and not k.startswith("rel diff")}
+             if k not in ("batch", "tokens", "heads", "errors", "note") and not k.startswith("rel diff")}
     if m and "error" not in m and any(v is not None for v in timed.values()):
         parts = [f"{k}: {fmt(v)} ms" for k, v in timed.items()]
         parts += [f"{k}: {v:.1e}" for k, v in m.items() if k.startswith("rel diff")]
         lines += [f"One dir7-s denoising step (model forward, bf16 autocast, batch {m['batch']}, {m['tokens']} "
-                  f"image tokens, {m['heads']} heads), WKV kernel swapped: " + "; ".join(parts) + ".", ""]
+                  f"image tokens, {m['heads']} heads), WKV kernel swapped: " + "; ".join(parts) + "."
+                  + (f" Note: {m['note']}." if m.get("note") else ""), ""]
     elif m:
         why = m.get("error") or "; ".join(sorted(set((m.get("errors") or {}).values()))) or "unknown"
         lines += [f"The dir7-s sampling step was not timed: the model raised {why} "
@@ -471,6 +514,7 @@ def main() -> int:
     p.add_argument("--model", action="store_true", help="time one dir7-s step, ours vs fla")
     p.add_argument("--T", type=int, nargs="+", default=[256, 1024, 4096])
     p.add_argument("--render", metavar="JSON", help="only re-render --md from a saved result")
+    p.add_argument("--resume", action="store_true", help="keep the parts already in --out, run the rest")
     args = p.parse_args()
     if args.render:
         result = json.loads(Path(args.render).read_text())
@@ -483,37 +527,56 @@ def main() -> int:
         print("needs a CUDA GPU", file=sys.stderr)
         return 2
     fla = load_fla()
-    result = {"env": {
+    out = Path(args.out)
+    result = json.loads(out.read_text()) if args.resume and out.is_file() else {}
+
+    def save():
+        result["command"] = command
+        result["log"] = LOG
+        out.write_text(json.dumps(result, indent=1))
+
+    result.setdefault("env", {
         "gpu": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__,
         "triton": triton.__version__, "fla": fla["version"] if fla else None, "python": platform.python_version(),
-    }}
+    })
     log(f"env: {result['env']}")
-    bw = measure_bandwidth()
-    result["bandwidth_TBps"] = bw / 1e12
+    if "bandwidth_TBps" not in result:
+        result["bandwidth_TBps"] = measure_bandwidth() / 1e12
+    bw = result["bandwidth_TBps"] * 1e12
     log(f"copy bandwidth: {bw / 1e12:.2f} TB/s")
 
-    log("correctness at full size (relative RMS error vs float64 sequential reference):")
-    result["correctness"] = check_correctness(fla)
+    if "correctness" not in result:
+        log("correctness at full size (relative RMS error vs float64 sequential reference):")
+        result["correctness"] = check_correctness(fla)
+        save()
     if result["correctness"]["failures"]:
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        log("CORRECTNESS FAILED: " + "; ".join(result["correctness"]["failures"]))
         return 1
 
     if args.sweep:
-        log("launch-configuration sweep:")
-        result["sweep"] = sweep()
+        if "sweep" not in result:
+            log("launch-configuration sweep:")
+            result["sweep"] = sweep()
         result["chosen"] = apply_best(result["sweep"])
         log(f"chosen launch configurations: {result['chosen']}")
+        save()
     result["config"] = current_config()
-    log("inference crossover (B=16, H=16, K=64, bf16):")
-    result["crossover"] = crossover()
+    if "crossover" not in result:
+        log("inference crossover (B=16, H=16, K=64, bf16):")
+        result["crossover"] = crossover()
+        log("long-sequence crossover, fused vs two-pass chunk forward:")
+        result["long_crossover"] = long_crossover()
+        save()
 
     log("timings (ms):")
-    result["rows"] = []
+    rows = {row["T"]: row for row in result.get("rows", [])}
     for T in args.T:
-        row = time_row(T, fla, bw)
-        result["rows"].append(row)
-        log(f"  T={T}: " + ", ".join(f"{k}={fmt(v)}" for k, v in row.items() if k != "T"))
-    if args.model:
+        if T not in rows:
+            rows[T] = time_row(T, fla, bw)
+            result["rows"] = [rows[t] for t in args.T if t in rows]
+            save()
+        log(f"  T={T}: " + ", ".join(f"{k}={fmt(v)}" for k, v in rows[T].items() if k != "T"))
+    if args.model and "model_step" not in result:
         log("dir7-s sampling step:")
         try:
             result["model_step"] = time_model_step(fla)

@@ -47,6 +47,9 @@ DEFAULT_FWD_BV = 64       # V columns per forward program (V may be split for pa
 DEFAULT_FWD_WARPS = 4
 TRAIN_CHUNK = 16          # chunk length of forward + backward (both must use the same)
 DEFAULT_BWD_WARPS = 8
+DEFAULT_PREP_WARPS = 4    # two-pass forward: the parallel per-chunk kernel
+DEFAULT_SCAN_BV = 32      # two-pass forward: V columns per sequential program
+DEFAULT_SCAN_WARPS = 4
 
 
 # =====================================================================================
@@ -154,6 +157,156 @@ def _chunk_fwd_kernel(
         S = tl.exp(cw_end)[:, None] * S
         S += tl.dot(tl.trans(b_end), u, input_precision=PRECISION)
         S += tl.dot(tl.trans(k_end), b_v, input_precision=PRECISION)
+
+    if STORE_HT:
+        tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, S, mask=m_state)
+
+
+# =====================================================================================
+# Two-pass forward (long sequences, inference)
+# =====================================================================================
+#
+# The fused forward above walks the chunks in order and redoes all the state-independent
+# work of a chunk (decays, the four pair products, the triangular inverse) on the
+# sequential critical path: at T = 4096 that is ~6 us per chunk x 256 chunks. Here that work
+# moves to a first kernel with one program per (chunk, head), fully parallel, which folds it
+# into six tiles per chunk (u = W S_0 + U, o = Rq S_0 + Oi, S_C = d * S_0 + B_end^T u + K_end^T V):
+#
+#     W  = T_inv A_dec           U  = T_inv L_ak V
+#     Rq = R_dec + Q_rb W        Oi = Q_rb U + Q_rk V        (+ B_end, K_end, d = exp(cw_C))
+#
+# and a second kernel walks the chunks with S in registers doing only the four small products
+# that involve S. The price is a round trip of those tiles through memory (stored in the input
+# dtype, as fla stores its WY tiles), so the single fused kernel stays the better choice for
+# short sequences: kernels.dispatch picks by T.
+
+
+@triton.jit
+def _chunk_prep_kernel(
+    r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
+    wq, rq, bend, kend,        # [B, H, T, K] workspace, input dtype
+    uq, oi,                    # [B, H, T, V] workspace
+    dend,                      # [B, H, NT, K] float32: exp(cw_C), the decay across the chunk
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, C)
+    o_c = tl.arange(0, C)
+    o_k = tl.arange(0, BK)
+    o_v = tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
+    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
+    strict = o_c[:, None] > o_c[None, :]
+    causal = o_c[:, None] >= o_c[None, :]
+    t0 = i_t * C
+    b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_k = _load_chunk(k, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_v = _load_chunk(v, base_v, t0, T, o_c, o_v, m_v, H * V)
+
+    cw, cw_prev, mid, cw_end = _chunk_decays(b_w, o_c, C)
+    r_m = b_r * tl.exp(cw - mid[None, :])
+    a_m = b_a * tl.exp(cw_prev - mid[None, :])
+    b_m = b_b * tl.exp(mid[None, :] - cw)
+    k_m = b_k * tl.exp(mid[None, :] - cw)
+    L_ab = tl.where(strict, tl.dot(a_m, tl.trans(b_m), input_precision=PRECISION), 0.0)
+    L_ak = tl.where(strict, tl.dot(a_m, tl.trans(k_m), input_precision=PRECISION), 0.0)
+    Q_rb = tl.where(causal, tl.dot(r_m, tl.trans(b_m), input_precision=PRECISION), 0.0)
+    Q_rk = tl.where(causal, tl.dot(r_m, tl.trans(k_m), input_precision=PRECISION), 0.0)
+    T_inv = unit_lower_inverse(L_ab, C, PRECISION)
+    a_dec = b_a * tl.exp(cw_prev)
+    r_dec = b_r * tl.exp(cw)
+    to_end = tl.exp(cw_end[None, :] - cw)
+
+    W = tl.dot(T_inv, a_dec, input_precision=PRECISION)                                    # [C, K]
+    U = tl.dot(T_inv, tl.dot(L_ak, b_v, input_precision=PRECISION), input_precision=PRECISION)  # [C, V]
+    Rq = r_dec + tl.dot(Q_rb, W, input_precision=PRECISION)                                 # [C, K]
+    Oi = tl.dot(Q_rb, U, input_precision=PRECISION) + tl.dot(Q_rk, b_v, input_precision=PRECISION)
+
+    rows = t0 + o_c
+    m_rows = rows < T
+    off_k = i_bh.to(tl.int64) * T * K + rows[:, None] * K + o_k[None, :]
+    off_v = i_bh.to(tl.int64) * T * V + rows[:, None] * V + o_v[None, :]
+    mk, mv = m_rows[:, None] & m_k[None, :], m_rows[:, None] & m_v[None, :]
+    tl.store(wq + off_k, W.to(wq.dtype.element_ty), mask=mk)
+    tl.store(rq + off_k, Rq.to(rq.dtype.element_ty), mask=mk)
+    tl.store(bend + off_k, (b_b * to_end).to(bend.dtype.element_ty), mask=mk)
+    tl.store(kend + off_k, (b_k * to_end).to(kend.dtype.element_ty), mask=mk)
+    tl.store(uq + off_v, U.to(uq.dtype.element_ty), mask=mv)
+    tl.store(oi + off_v, Oi.to(oi.dtype.element_ty), mask=mv)
+    tl.store(dend + (i_bh.to(tl.int64) * NT + i_t) * K + o_k, tl.exp(cw_end), mask=m_k)
+
+
+@triton.jit
+def _chunk_scan_kernel(
+    wq, rq, bend, kend,        # [B, H, T, K] from _chunk_prep_kernel
+    uq, oi,                    # [B, H, T, V]
+    dend,                      # [B, H, NT, K] float32
+    v,                         # [B, T, H, V] input values
+    o,                         # [B, T, H, V]
+    h0, ht,                    # [B, H, K, V] float32 (dummies when unused)
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    USE_H0: tl.constexpr,
+    STORE_HT: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, C)
+    o_c = tl.arange(0, C)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_state = m_k[:, None] & m_v[None, :]
+    state_off = o_k[:, None] * V + o_v[None, :]
+    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
+    ws_k = i_bh.to(tl.int64) * T * K
+    ws_v = i_bh.to(tl.int64) * T * V
+
+    S = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_H0:
+        S += tl.load(h0 + i_bh.to(tl.int64) * K * V + state_off, mask=m_state, other=0.0)
+
+    for i_t in range(0, NT):
+        rows = i_t * C + o_c
+        m_rows = rows < T
+        mk, mv = m_rows[:, None] & m_k[None, :], m_rows[:, None] & m_v[None, :]
+        off_k = ws_k + rows[:, None] * K + o_k[None, :]
+        off_v = ws_v + rows[:, None] * V + o_v[None, :]
+        # none of these loads depends on S: the compiler may issue them ahead of the products
+        W = tl.load(wq + off_k, mask=mk, other=0.0).to(tl.float32)
+        Rq = tl.load(rq + off_k, mask=mk, other=0.0).to(tl.float32)
+        B_end = tl.load(bend + off_k, mask=mk, other=0.0).to(tl.float32)
+        K_end = tl.load(kend + off_k, mask=mk, other=0.0).to(tl.float32)
+        U = tl.load(uq + off_v, mask=mv, other=0.0).to(tl.float32)
+        Oi = tl.load(oi + off_v, mask=mv, other=0.0).to(tl.float32)
+        b_v = tl.load(v + base_v + rows[:, None] * H * V + o_v[None, :], mask=mv, other=0.0).to(tl.float32)
+        d = tl.load(dend + (i_bh.to(tl.int64) * NT + i_t) * K + o_k, mask=m_k, other=1.0)
+
+        u = tl.dot(W, S, input_precision=PRECISION) + U                                  # [C, BV]
+        b_o = tl.dot(Rq, S, input_precision=PRECISION) + Oi
+        tl.store(o + base_v + rows[:, None] * H * V + o_v[None, :], (scale * b_o).to(o.dtype.element_ty), mask=mv)
+        S = d[:, None] * S
+        S += tl.dot(tl.trans(B_end), u, input_precision=PRECISION)
+        S += tl.dot(tl.trans(K_end), b_v, input_precision=PRECISION)
 
     if STORE_HT:
         tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, S, mask=m_state)
@@ -371,6 +524,55 @@ def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None
     return dr, dw, dk, dv, da, db, dh0
 
 
+def chunk_fwd_two_pass(
+    r, w, k, v, a, b, scale, initial_state, output_final_state,
+    *, out=None, final_state_out=None, chunk_size=None, BV=None, num_warps=None,
+    prep_num_warps=None, num_stages=None, precision=None,
+):
+    """Launch the two-pass forward (prep, then scan). Returns ``(o, final state or None)``."""
+    B, T, H, K = r.shape
+    V = v.shape[-1]
+    C = chunk_size or DEFAULT_CHUNK
+    NT = triton.cdiv(T, C)
+    o = out if out is not None else torch.empty(B, T, H, V, dtype=r.dtype, device=r.device)
+    ht = None
+    if output_final_state:
+        ht = final_state_out if final_state_out is not None else r.new_empty(B, H, K, V, dtype=torch.float32)
+    h0 = initial_state
+    if T == 0:
+        if ht is not None:
+            ht.copy_(h0 if h0 is not None else torch.zeros_like(ht))
+        return o, ht
+    precision = precision or dot_precision(r.dtype)
+    # Workspace precision. bf16 tiles (7 mantissa bits) cost up to 8e-3 relative error in o
+    # when neighbouring keys align (T_inv far from I), too close to the 1e-2 bar; fp16 has 10
+    # bits at the same traffic. Its range (65504) is safe: each row of W / Rq maps S_0 to a
+    # component of u_t / o_t through products of the chunk's transitions, contractions for
+    # RWKV-7's a = -kk, b = kk * eta, so entries stay of the size of a, r, b, k and v.
+    ws = torch.float32 if r.dtype in (torch.float32, torch.float64) else torch.float16
+    wq, rq, bend, kend = (r.new_empty(B, H, T, K, dtype=ws) for _ in range(4))
+    uq, oi = (r.new_empty(B, H, T, V, dtype=ws) for _ in range(2))
+    dend = r.new_empty(B, H, NT, K, dtype=torch.float32)
+    _chunk_prep_kernel[(NT, B * H)](
+        r, w, k, v, a, b, wq, rq, bend, kend, uq, oi, dend, T,
+        H=H, K=K, V=V, C=C, BK=block_size(K), BV=block_size(V), PRECISION=precision,
+        num_warps=prep_num_warps or DEFAULT_PREP_WARPS,
+    )
+    BV = min(BV or DEFAULT_SCAN_BV, block_size(V))
+    launch = {"num_warps": num_warps or DEFAULT_SCAN_WARPS}
+    if num_stages:
+        launch["num_stages"] = num_stages
+    _chunk_scan_kernel[(triton.cdiv(V, BV), B * H)](
+        wq, rq, bend, kend, uq, oi, dend, v, o,
+        h0 if h0 is not None else o,
+        ht if ht is not None else o,
+        float(scale), T,
+        H=H, K=K, V=V, C=C, BK=block_size(K), BV=BV,
+        USE_H0=h0 is not None, STORE_HT=ht is not None, PRECISION=precision, **launch,
+    )
+    return o, ht
+
+
 # =====================================================================================
 # Autograd wrapper and public entry point
 # =====================================================================================
@@ -439,12 +641,15 @@ def wkv7_triton_chunk(
 
 
 def wkv7_triton_chunk_fwd(
-    r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, **launch
+    r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, *, two_pass=False, **launch
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forward only (no autograd), with the launch knobs exposed: ``out``, ``final_state_out``,
-    ``chunk_size``, ``BV``, ``num_warps``, ``precision``, ``store_states``."""
+    ``chunk_size``, ``BV``, ``num_warps``, ``precision``, ``store_states`` (fused kernel);
+    ``two_pass=True`` runs the prep + scan pair instead (``num_stages``, ``prep_num_warps``)."""
     check_wkv7_inputs(r, w, k, v, a, b, initial_state)
     r, w, k, v, a, b = contiguous(r, w, k, v, a, b)
     h0 = None if initial_state is None else initial_state.to(torch.float32).contiguous()
+    if two_pass:
+        return chunk_fwd_two_pass(r, w, k, v, a, b, scale, h0, output_final_state, **launch)
     o, ht, _ = chunk_fwd(r, w, k, v, a, b, scale, h0, output_final_state, **launch)
     return o, ht

@@ -184,6 +184,23 @@ def test_recurrent_forward(c: Case):
 
 
 @pytest.mark.parametrize("c", cases())
+def test_two_pass_forward(c: Case):
+    """The long-sequence inference forward: parallel per-chunk prep, then the state scan."""
+    xs, h0 = make_inputs(c)
+    o, ht = triton_chunk.wkv7_triton_chunk_fwd(
+        *xs, scale=c.scale, initial_state=h0, output_final_state=c.final, two_pass=True
+    )
+    _, _, o_ref, ht_ref = reference(xs, h0, c)
+    assert o.dtype == c.dtype
+    assert_close("o", o, o_ref, c.dtype)
+    if c.final:
+        assert ht.dtype == torch.float32
+        assert_close("final state", ht, ht_ref, c.dtype)
+    else:
+        assert ht is None
+
+
+@pytest.mark.parametrize("c", cases())
 def test_chunk_forward_backward(c: Case):
     xs, h0 = make_inputs(c, requires_grad=True)
     o, ht = triton_chunk.wkv7_triton_chunk(*xs, scale=c.scale, initial_state=h0, output_final_state=c.final)
@@ -205,21 +222,24 @@ def test_chunk_forward_backward(c: Case):
         assert_close(name, g, g_ref, c.dtype)
 
 
+@pytest.mark.parametrize("two_pass", [False, True])
 @pytest.mark.parametrize("chunk_size", [16, 32])
-def test_chunk_forward_no_grad(chunk_size: int):
-    """The inference path of the chunked kernel (no states stored), both chunk sizes."""
-    c = Case(1, 50, 2, 16, 16, f32, True, True, "fla")
+def test_chunk_forward_no_grad(chunk_size: int, two_pass: bool):
+    """The inference paths of the chunked kernels (no states stored), both chunk sizes, and
+    a V split over several scan programs."""
+    c = Case(1, 50, 2, 16, 32, f32, True, True, "fla")
     xs, h0 = make_inputs(c)
     with torch.no_grad():
-        o, ht = triton_chunk.wkv7_triton_chunk(
-            *xs, scale=c.scale, initial_state=h0, output_final_state=True, chunk_size=chunk_size
+        o, ht = triton_chunk.wkv7_triton_chunk_fwd(
+            *xs, scale=c.scale, initial_state=h0, output_final_state=True, chunk_size=chunk_size,
+            two_pass=two_pass, BV=16,
         )
     _, _, o_ref, ht_ref = reference(xs, h0, c)
     assert_close("o", o, o_ref, c.dtype)
     assert_close("final state", ht, ht_ref, c.dtype)
 
 
-@pytest.mark.parametrize("kernel", ["recurrent", "chunk"])
+@pytest.mark.parametrize("kernel", ["recurrent", "chunk", "two_pass"])
 def test_no_write_past_the_end(kernel: str):
     """Outputs written into views of larger buffers: every element of the view is written
     (it starts as NaN), nothing after it changes (it holds a sentinel). V = 24 is not a
@@ -235,7 +255,8 @@ def test_no_write_past_the_end(kernel: str):
     o_view = o_buf[:n_o].view(c.B, c.T, c.H, c.V)
     s_view = s_buf[:n_s].view(c.B, c.H, c.K, c.V)
     fn = triton_recurrent.wkv7_triton_recurrent if kernel == "recurrent" else triton_chunk.wkv7_triton_chunk_fwd
-    o, ht = fn(*xs, initial_state=h0, output_final_state=True, out=o_view, final_state_out=s_view)
+    extra_args = {"two_pass": True} if kernel == "two_pass" else {}
+    o, ht = fn(*xs, initial_state=h0, output_final_state=True, out=o_view, final_state_out=s_view, **extra_args)
     assert o.data_ptr() == o_view.data_ptr() and ht.data_ptr() == s_view.data_ptr()
     assert (o_buf[n_o:] == sentinel).all(), "output written past its end"
     assert (s_buf[n_s:] == sentinel).all(), "final state written past its end"
@@ -262,11 +283,14 @@ def test_import_kernels_without_triton():
 @needs_cuda
 def test_dispatch_routes_cuda_to_triton():
     """On CUDA, ``wkv7`` uses the Triton kernels and still matches the reference, with and
-    without gradients, on both sides of the recurrent/chunk threshold."""
+    without gradients, on both sides of the recurrent/chunk threshold and at the two-pass one."""
     import kernels
     from kernels import dispatch
 
-    for T in (dispatch.RECURRENT_MAX_T, dispatch.RECURRENT_MAX_T + 1):
+    lengths = [dispatch.RECURRENT_MAX_T, dispatch.RECURRENT_MAX_T + 1]
+    if dispatch.TWO_PASS_MIN_T is not None:
+        lengths.append(dispatch.TWO_PASS_MIN_T)
+    for T in lengths:
         c = Case(2, T, 4, 64, 64, bf16, True, True, "rwkv7")
         xs, h0 = make_inputs(c, requires_grad=True)
         o, ht = kernels.wkv7(*xs, initial_state=h0, output_final_state=True)
