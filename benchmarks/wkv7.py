@@ -147,6 +147,7 @@ def check_correctness(fla) -> dict:
         "ours recurrent": lambda *x, **kw: triton_recurrent.wkv7_triton_recurrent(*x, **kw),
         "ours chunk": lambda *x, **kw: triton_chunk.wkv7_triton_chunk(*x, **kw),
         "ours two-pass": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, two_pass=True, **kw),
+        "ours look-ahead": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, lookahead=True, **kw),
     }
     others = {} if fla is None else {"fla chunk": fla_chunk(fla), "fla fused_recurrent": fla_fused(fla)}
     torch.manual_seed(1)
@@ -194,7 +195,7 @@ def check_correctness(fla) -> dict:
 
 def sweep() -> dict:
     """A few launch shapes around the ones that won a wider sweep (benchmarks/NOTES-wkv7.md)."""
-    res = {"recurrent": {}, "chunk_fwd": {}, "chunk_bwd": {}, "two_pass": {}}
+    res = {"recurrent": {}, "chunk_fwd": {}, "chunk_bwd": {}, "two_pass": {}, "lookahead": {}}
     for T in (256, 1024):
         _, nxt = rotating(lambda T=T: make_inputs(B, T, H, K), T)
         for BV, nw in ((16, 1), (32, 2)):
@@ -209,7 +210,12 @@ def sweep() -> dict:
                 *nxt(), chunk_size=C, BV=BV, num_warps=nw))
             res["chunk_fwd"][f"T={T} C={C} BV={BV} nw={nw}"] = ms
             log(f"  chunk fwd T={T} C={C} BV={BV:2d} warps={nw}: {ms:.3f} ms")
-        for BV, nw, pnw in ((64, 4, 4), (32, 4, 4), (32, 2, 4), (16, 2, 4), (32, 4, 8)):
+        for BV, nw in ((64, 4), (64, 8), (32, 4), (32, 2)):
+            ms = bench(lambda BV=BV, nw=nw, nxt=nxt: triton_chunk.wkv7_triton_chunk_fwd(
+                *nxt(), lookahead=True, BV=BV, num_warps=nw))
+            res["lookahead"][f"T={T} BV={BV} nw={nw}"] = ms
+            log(f"  look-ahead fwd T={T} BV={BV:2d} warps={nw}: {ms:.3f} ms")
+        for BV, nw, pnw in ((64, 4, 4), (32, 4, 4), (32, 2, 4)):
             ms = bench(lambda BV=BV, nw=nw, pnw=pnw, nxt=nxt: triton_chunk.wkv7_triton_chunk_fwd(
                 *nxt(), two_pass=True, BV=BV, num_warps=nw, prep_num_warps=pnw))
             res["two_pass"][f"T={T} BV={BV} nw={nw} pnw={pnw}"] = ms
@@ -233,9 +239,26 @@ def long_crossover() -> dict:
         _, nxt = rotating(lambda T=T: make_inputs(B, T, H, K), T)
         fused = bench(lambda nxt=nxt: triton_chunk.wkv7_triton_chunk_fwd(*nxt()))
         two = bench(lambda nxt=nxt: triton_chunk.wkv7_triton_chunk_fwd(*nxt(), two_pass=True))
-        res[T] = {"chunk": fused, "two_pass": two}
-        log(f"  T={T:4d}: fused chunk {fused:.4f} ms, two-pass {two:.4f} ms")
+        ahead = bench(lambda nxt=nxt: triton_chunk.wkv7_triton_chunk_fwd(*nxt(), lookahead=True))
+        res[T] = {"chunk": fused, "two_pass": two, "lookahead": ahead}
+        log(f"  T={T:4d}: fused chunk {fused:.4f} ms, two-pass {two:.4f} ms, look-ahead {ahead:.4f} ms")
     return res
+
+
+def apply_long_crossover(res: dict) -> None:
+    """Route inference to the look-ahead kernel from the shortest T at which it beats the fused
+    kernel at that and every longer measured T (what kernels.dispatch.LOOKAHEAD_MIN_T records)."""
+    import kernels.dispatch
+
+    by_t = {int(t): v for t, v in res.items()}  # JSON keys come back as strings on --resume
+    start = None
+    for T in sorted(by_t, reverse=True):
+        if by_t[T]["lookahead"] < by_t[T]["chunk"]:
+            start = T
+        else:
+            break
+    kernels.dispatch.LOOKAHEAD_MIN_T = start
+    log(f"  dispatch: look-ahead forward from T={start}" if start else "  dispatch: look-ahead never faster")
 
 
 def crossover() -> dict:
@@ -277,6 +300,9 @@ def apply_best(res: dict) -> dict:
         scores[(c, bnw_)] = ms + fwd_c
     tc, bnw = min(scores, key=scores.get)
     triton_chunk.TRAIN_CHUNK, triton_chunk.DEFAULT_BWD_WARPS = tc, bnw
+    if res.get("lookahead"):
+        (BV, nw), _ = best(res["lookahead"], ("BV", "nw"))
+        triton_chunk.DEFAULT_LOOKAHEAD_BV, triton_chunk.DEFAULT_LOOKAHEAD_WARPS = BV, nw
     if res.get("two_pass"):
         (BV, nw, pnw), _ = best(res["two_pass"], ("BV", "nw", "pnw"))
         triton_chunk.DEFAULT_SCAN_BV, triton_chunk.DEFAULT_SCAN_WARPS, triton_chunk.DEFAULT_PREP_WARPS = BV, nw, pnw
@@ -289,6 +315,7 @@ def current_config() -> dict:
         "chunk_fwd": {"chunk": triton_chunk.DEFAULT_CHUNK, "BV": triton_chunk.DEFAULT_FWD_BV,
                       "num_warps": triton_chunk.DEFAULT_FWD_WARPS},
         "train": {"chunk": triton_chunk.TRAIN_CHUNK, "bwd_num_warps": triton_chunk.DEFAULT_BWD_WARPS},
+        "lookahead": {"BV": triton_chunk.DEFAULT_LOOKAHEAD_BV, "num_warps": triton_chunk.DEFAULT_LOOKAHEAD_WARPS},
         "two_pass": {"scan_BV": triton_chunk.DEFAULT_SCAN_BV, "scan_num_warps": triton_chunk.DEFAULT_SCAN_WARPS,
                      "prep_num_warps": triton_chunk.DEFAULT_PREP_WARPS},
     }
@@ -329,6 +356,8 @@ def time_row(T: int, fla, bw: float) -> dict:
     attempt("ours_chunk_fwd", lambda: fwd(triton_chunk.wkv7_triton_chunk_fwd))
     attempt("ours_two_pass_fwd", lambda: fwd(lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(
         *x, two_pass=True, **kw)))
+    attempt("ours_lookahead_fwd", lambda: fwd(lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(
+        *x, lookahead=True, **kw)))
     attempt("ours_chunk_fwd_bwd", lambda: fwd_bwd(triton_chunk.wkv7_triton_chunk))
     if fla is not None:
         attempt("fla_chunk_fwd", lambda: fwd(fla_chunk(fla)))
@@ -426,6 +455,7 @@ COLUMNS = [
     ("ours_recurrent_fwd", "**ours fused-recurrent fwd**"),
     ("ours_chunk_fwd", "**ours chunk fwd**"),
     ("ours_two_pass_fwd", "**ours two-pass fwd**"),
+    ("ours_lookahead_fwd", "**ours look-ahead fwd**"),
     ("fla_chunk_fwd", "fla chunk fwd"),
     ("fla_chunk_lower_bound_fwd", "fla chunk, lower_bound"),
     ("fla_fused_recurrent_fwd", "fla fused_recurrent fwd"),
@@ -457,7 +487,7 @@ def markdown(result: dict, command: str) -> str:
         "|---|" + "---|" * (len(COLUMNS) + 2),
     ]
     for row in result["rows"]:
-        ours = [row.get(k) for k in ("ours_recurrent_fwd", "ours_chunk_fwd", "ours_two_pass_fwd")
+        ours = [row.get(k) for k in ("ours_recurrent_fwd", "ours_chunk_fwd", "ours_two_pass_fwd", "ours_lookahead_fwd")
                 if row.get(k) is not None]
         theirs = [row.get(k) for k in ("fla_chunk_fwd", "fla_chunk_lower_bound_fwd", "fla_fused_recurrent_fwd")
                   if row.get(k) is not None]
@@ -480,9 +510,11 @@ def markdown(result: dict, command: str) -> str:
         lines.append("")
     long_cross = result.get("long_crossover")
     if long_cross:
-        lines += ["Inference at long T (same shapes), which sets `kernels.dispatch.TWO_PASS_MIN_T`:", "",
-                  "| T | ours fused chunk fwd | ours two-pass fwd |", "|---|---|---|"]
-        lines += [f"| {T} | {v['chunk']:.4f} | {v['two_pass']:.4f} |" for T, v in long_cross.items()]
+        lines += ["Inference at long T (same shapes), which sets `kernels.dispatch.LOOKAHEAD_MIN_T` and "
+                  "`TWO_PASS_MIN_T`:", "",
+                  "| T | ours fused chunk fwd | ours two-pass fwd | ours look-ahead fwd |", "|---|---|---|---|"]
+        lines += [f"| {T} | {v['chunk']:.4f} | {v['two_pass']:.4f} | {fmt(v.get('lookahead'))} |"
+                  for T, v in long_cross.items()]
         lines.append("")
     cfg = result.get("config")
     if cfg:
@@ -564,9 +596,10 @@ def main() -> int:
     if "crossover" not in result:
         log("inference crossover (B=16, H=16, K=64, bf16):")
         result["crossover"] = crossover()
-        log("long-sequence crossover, fused vs two-pass chunk forward:")
+        log("long-sequence crossover, fused vs two-pass vs look-ahead chunk forward:")
         result["long_crossover"] = long_crossover()
         save()
+    apply_long_crossover(result["long_crossover"])
 
     log("timings (ms):")
     rows = {row["T"]: row for row in result.get("rows", [])}

@@ -31,6 +31,9 @@ RECURRENT_MAX_T = 8
 # at 4096; BENCHMARKS.md). It stays available as wkv7_triton_chunk_fwd(..., two_pass=True).
 TWO_PASS_MIN_T: int | None = None
 
+# Inference sequences from this length on use the look-ahead chunked forward (None: never).
+LOOKAHEAD_MIN_T: int | None = None
+
 
 @functools.lru_cache(maxsize=1)
 def _triton_kernels():
@@ -71,5 +74,7 @@ def wkv7(
                 return recurrent(r, w, k, v, a, b, scale, initial_state, output_final_state)
             if not needs_grad and TWO_PASS_MIN_T is not None and r.shape[1] >= TWO_PASS_MIN_T:
                 return chunk_fwd(r, w, k, v, a, b, scale, initial_state, output_final_state, two_pass=True)
+            if not needs_grad and LOOKAHEAD_MIN_T is not None and r.shape[1] >= LOOKAHEAD_MIN_T:
+                return chunk_fwd(r, w, k, v, a, b, scale, initial_state, output_final_state, lookahead=True)
             return chunk(r, w, k, v, a, b, scale, initial_state, output_final_state)
     return wkv7_chunked(r, w, k, v, a, b, scale, initial_state, output_final_state)

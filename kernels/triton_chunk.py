@@ -50,6 +50,8 @@ DEFAULT_BWD_WARPS = 8
 DEFAULT_PREP_WARPS = 4    # two-pass forward: the parallel per-chunk kernel
 DEFAULT_SCAN_BV = 32      # two-pass forward: V columns per sequential program
 DEFAULT_SCAN_WARPS = 4
+DEFAULT_LOOKAHEAD_BV = 64  # look-ahead forward: V columns per program
+DEFAULT_LOOKAHEAD_WARPS = 4
 
 
 # =====================================================================================
@@ -182,32 +184,13 @@ def _chunk_fwd_kernel(
 
 
 @triton.jit
-def _chunk_prep_kernel(
-    r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
-    wq, rq, bend, kend,        # [B, H, T, K] workspace, input dtype
-    uq, oi,                    # [B, H, T, V] workspace
-    dend,                      # [B, H, NT, K] float32: exp(cw_C), the decay across the chunk
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    C: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    NT = tl.cdiv(T, C)
-    o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
-    o_v = tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
-    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
+def _chunk_prep(r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v,
+                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, PRECISION: tl.constexpr):
+    """The state-independent tiles of one chunk (V restricted to ``o_v``):
+    ``W, U, Rq, Oi, B_end, K_end, d, v`` with u = W S_0 + U, o = Rq S_0 + Oi,
+    S_C = d * S_0 + B_end^T u + K_end^T v (all float32)."""
     strict = o_c[:, None] > o_c[None, :]
     causal = o_c[:, None] >= o_c[None, :]
-    t0 = i_t * C
     b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)
     b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
     b_k = _load_chunk(k, base_k, t0, T, o_c, o_k, m_k, H * K)
@@ -230,9 +213,39 @@ def _chunk_prep_kernel(
     to_end = tl.exp(cw_end[None, :] - cw)
 
     W = tl.dot(T_inv, a_dec, input_precision=PRECISION)                                    # [C, K]
-    U = tl.dot(T_inv, tl.dot(L_ak, b_v, input_precision=PRECISION), input_precision=PRECISION)  # [C, V]
+    U = tl.dot(T_inv, tl.dot(L_ak, b_v, input_precision=PRECISION), input_precision=PRECISION)  # [C, BV]
     Rq = r_dec + tl.dot(Q_rb, W, input_precision=PRECISION)                                 # [C, K]
     Oi = tl.dot(Q_rb, U, input_precision=PRECISION) + tl.dot(Q_rk, b_v, input_precision=PRECISION)
+    return W, U, Rq, Oi, b_b * to_end, b_k * to_end, tl.exp(cw_end), b_v
+
+
+@triton.jit
+def _chunk_prep_kernel(
+    r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
+    wq, rq, bend, kend,        # [B, H, T, K] workspace
+    uq, oi,                    # [B, H, T, V] workspace
+    dend,                      # [B, H, NT, K] float32: exp(cw_C), the decay across the chunk
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, C)
+    o_c = tl.arange(0, C)
+    o_k = tl.arange(0, BK)
+    o_v = tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
+    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
+    t0 = i_t * C
+    W, U, Rq, Oi, B_end, K_end, d, _ = _chunk_prep(
+        r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
 
     rows = t0 + o_c
     m_rows = rows < T
@@ -241,11 +254,66 @@ def _chunk_prep_kernel(
     mk, mv = m_rows[:, None] & m_k[None, :], m_rows[:, None] & m_v[None, :]
     tl.store(wq + off_k, W.to(wq.dtype.element_ty), mask=mk)
     tl.store(rq + off_k, Rq.to(rq.dtype.element_ty), mask=mk)
-    tl.store(bend + off_k, (b_b * to_end).to(bend.dtype.element_ty), mask=mk)
-    tl.store(kend + off_k, (b_k * to_end).to(kend.dtype.element_ty), mask=mk)
+    tl.store(bend + off_k, B_end.to(bend.dtype.element_ty), mask=mk)
+    tl.store(kend + off_k, K_end.to(kend.dtype.element_ty), mask=mk)
     tl.store(uq + off_v, U.to(uq.dtype.element_ty), mask=mv)
     tl.store(oi + off_v, Oi.to(oi.dtype.element_ty), mask=mv)
-    tl.store(dend + (i_bh.to(tl.int64) * NT + i_t) * K + o_k, tl.exp(cw_end), mask=m_k)
+    tl.store(dend + (i_bh.to(tl.int64) * NT + i_t) * K + o_k, d, mask=m_k)
+
+
+@triton.jit
+def _chunk_lookahead_kernel(
+    r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
+    o,                         # [B, T, H, V]
+    h0, ht,                    # [B, H, K, V] float32 (dummies when unused)
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    USE_H0: tl.constexpr,
+    STORE_HT: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """One launch, no workspace: the loop body prepares chunk i+1 (state-independent) while it
+    does chunk i's four state products, so the scheduler can hide the latency of the
+    dependent chain u = W S + U -> S' = d S + B_end^T u + K_end^T v behind independent work."""
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, C)
+    o_c = tl.arange(0, C)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_state = m_k[:, None] & m_v[None, :]
+    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
+    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
+    state_off = o_k[:, None] * V + o_v[None, :]
+
+    S = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_H0:
+        S += tl.load(h0 + i_bh.to(tl.int64) * K * V + state_off, mask=m_state, other=0.0)
+    W, U, Rq, Oi, B_end, K_end, d, b_v = _chunk_prep(
+        r, w, k, v, a, b, base_k, base_v, 0, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
+    for i_t in range(0, NT):
+        # chunk i_t + 1 (all zeros past T: its loads are masked, and it is never used then)
+        W2, U2, Rq2, Oi2, B_end2, K_end2, d2, b_v2 = _chunk_prep(
+            r, w, k, v, a, b, base_k, base_v, (i_t + 1) * C, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
+        u = tl.dot(W, S, input_precision=PRECISION) + U                                   # [C, BV]
+        b_o = tl.dot(Rq, S, input_precision=PRECISION) + Oi
+        rows = i_t * C + o_c
+        tl.store(o + base_v + rows[:, None] * H * V + o_v[None, :], (scale * b_o).to(o.dtype.element_ty),
+                 mask=(rows < T)[:, None] & m_v[None, :])
+        S = d[:, None] * S
+        S += tl.dot(tl.trans(B_end), u, input_precision=PRECISION)
+        S += tl.dot(tl.trans(K_end), b_v, input_precision=PRECISION)
+        W, U, Rq, Oi, B_end, K_end, d, b_v = W2, U2, Rq2, Oi2, B_end2, K_end2, d2, b_v2
+
+    if STORE_HT:
+        tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, S, mask=m_state)
 
 
 @triton.jit
@@ -573,6 +641,36 @@ def chunk_fwd_two_pass(
     return o, ht
 
 
+def chunk_fwd_lookahead(
+    r, w, k, v, a, b, scale, initial_state, output_final_state,
+    *, out=None, final_state_out=None, chunk_size=None, BV=None, num_warps=None, precision=None,
+):
+    """Launch the look-ahead forward. Returns ``(o, final state or None)``."""
+    B, T, H, K = r.shape
+    V = v.shape[-1]
+    C = chunk_size or DEFAULT_CHUNK
+    o = out if out is not None else torch.empty(B, T, H, V, dtype=r.dtype, device=r.device)
+    ht = None
+    if output_final_state:
+        ht = final_state_out if final_state_out is not None else r.new_empty(B, H, K, V, dtype=torch.float32)
+    h0 = initial_state
+    if T == 0:
+        if ht is not None:
+            ht.copy_(h0 if h0 is not None else torch.zeros_like(ht))
+        return o, ht
+    BV = min(BV or DEFAULT_LOOKAHEAD_BV, block_size(V))
+    _chunk_lookahead_kernel[(triton.cdiv(V, BV), B * H)](
+        r, w, k, v, a, b, o,
+        h0 if h0 is not None else o,
+        ht if ht is not None else o,
+        float(scale), T,
+        H=H, K=K, V=V, C=C, BK=block_size(K), BV=BV,
+        USE_H0=h0 is not None, STORE_HT=ht is not None, PRECISION=precision or dot_precision(r.dtype),
+        num_warps=num_warps or DEFAULT_LOOKAHEAD_WARPS,
+    )
+    return o, ht
+
+
 # =====================================================================================
 # Autograd wrapper and public entry point
 # =====================================================================================
@@ -641,15 +739,19 @@ def wkv7_triton_chunk(
 
 
 def wkv7_triton_chunk_fwd(
-    r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, *, two_pass=False, **launch
+    r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, *, two_pass=False,
+    lookahead=False, **launch
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forward only (no autograd), with the launch knobs exposed: ``out``, ``final_state_out``,
     ``chunk_size``, ``BV``, ``num_warps``, ``precision``, ``store_states`` (fused kernel);
-    ``two_pass=True`` runs the prep + scan pair instead (``num_stages``, ``prep_num_warps``)."""
+    ``two_pass=True`` runs the prep + scan pair instead (``num_stages``, ``prep_num_warps``),
+    ``lookahead=True`` the one-launch kernel that prepares chunk i+1 while scanning chunk i."""
     check_wkv7_inputs(r, w, k, v, a, b, initial_state)
     r, w, k, v, a, b = contiguous(r, w, k, v, a, b)
     h0 = None if initial_state is None else initial_state.to(torch.float32).contiguous()
     if two_pass:
         return chunk_fwd_two_pass(r, w, k, v, a, b, scale, h0, output_final_state, **launch)
+    if lookahead:
+        return chunk_fwd_lookahead(r, w, k, v, a, b, scale, h0, output_final_state, **launch)
     o, ht, _ = chunk_fwd(r, w, k, v, a, b, scale, h0, output_final_state, **launch)
     return o, ht

@@ -183,12 +183,14 @@ def test_recurrent_forward(c: Case):
         assert ht is None
 
 
+@pytest.mark.parametrize("method", ["two_pass", "lookahead"])
 @pytest.mark.parametrize("c", cases())
-def test_two_pass_forward(c: Case):
-    """The long-sequence inference forward: parallel per-chunk prep, then the state scan."""
+def test_long_sequence_forwards(c: Case, method: str):
+    """The inference-only chunked forwards: two-pass (parallel per-chunk prep, then the state
+    scan) and look-ahead (one launch preparing chunk i+1 while scanning chunk i)."""
     xs, h0 = make_inputs(c)
     o, ht = triton_chunk.wkv7_triton_chunk_fwd(
-        *xs, scale=c.scale, initial_state=h0, output_final_state=c.final, two_pass=True
+        *xs, scale=c.scale, initial_state=h0, output_final_state=c.final, **{method: True}
     )
     _, _, o_ref, ht_ref = reference(xs, h0, c)
     assert o.dtype == c.dtype
@@ -222,9 +224,9 @@ def test_chunk_forward_backward(c: Case):
         assert_close(name, g, g_ref, c.dtype)
 
 
-@pytest.mark.parametrize("two_pass", [False, True])
+@pytest.mark.parametrize("method", ["fused", "two_pass", "lookahead"])
 @pytest.mark.parametrize("chunk_size", [16, 32])
-def test_chunk_forward_no_grad(chunk_size: int, two_pass: bool):
+def test_chunk_forward_no_grad(chunk_size: int, method: str):
     """The inference paths of the chunked kernels (no states stored), both chunk sizes, and
     a V split over several scan programs."""
     c = Case(1, 50, 2, 16, 32, f32, True, True, "fla")
@@ -232,14 +234,14 @@ def test_chunk_forward_no_grad(chunk_size: int, two_pass: bool):
     with torch.no_grad():
         o, ht = triton_chunk.wkv7_triton_chunk_fwd(
             *xs, scale=c.scale, initial_state=h0, output_final_state=True, chunk_size=chunk_size,
-            two_pass=two_pass, BV=16,
+            BV=16, **({} if method == "fused" else {method: True}),
         )
     _, _, o_ref, ht_ref = reference(xs, h0, c)
     assert_close("o", o, o_ref, c.dtype)
     assert_close("final state", ht, ht_ref, c.dtype)
 
 
-@pytest.mark.parametrize("kernel", ["recurrent", "chunk", "two_pass"])
+@pytest.mark.parametrize("kernel", ["recurrent", "chunk", "two_pass", "lookahead"])
 def test_no_write_past_the_end(kernel: str):
     """Outputs written into views of larger buffers: every element of the view is written
     (it starts as NaN), nothing after it changes (it holds a sentinel). V = 24 is not a
@@ -255,7 +257,7 @@ def test_no_write_past_the_end(kernel: str):
     o_view = o_buf[:n_o].view(c.B, c.T, c.H, c.V)
     s_view = s_buf[:n_s].view(c.B, c.H, c.K, c.V)
     fn = triton_recurrent.wkv7_triton_recurrent if kernel == "recurrent" else triton_chunk.wkv7_triton_chunk_fwd
-    extra_args = {"two_pass": True} if kernel == "two_pass" else {}
+    extra_args = {kernel: True} if kernel in ("two_pass", "lookahead") else {}
     o, ht = fn(*xs, initial_state=h0, output_final_state=True, out=o_view, final_state_out=s_view, **extra_args)
     assert o.data_ptr() == o_view.data_ptr() and ht.data_ptr() == s_view.data_ptr()
     assert (o_buf[n_o:] == sentinel).all(), "output written past its end"
@@ -288,8 +290,7 @@ def test_dispatch_routes_cuda_to_triton():
     from kernels import dispatch
 
     lengths = [dispatch.RECURRENT_MAX_T, dispatch.RECURRENT_MAX_T + 1]
-    if dispatch.TWO_PASS_MIN_T is not None:
-        lengths.append(dispatch.TWO_PASS_MIN_T)
+    lengths += [t for t in (dispatch.TWO_PASS_MIN_T, dispatch.LOOKAHEAD_MIN_T) if t is not None]
     for T in lengths:
         c = Case(2, T, 4, 64, 64, bf16, True, True, "rwkv7")
         xs, h0 = make_inputs(c, requires_grad=True)
