@@ -23,6 +23,7 @@ explicitly everywhere.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -146,8 +147,8 @@ def check_correctness(fla) -> dict:
     ours = {
         "ours recurrent": lambda *x, **kw: triton_recurrent.wkv7_triton_recurrent(*x, **kw),
         "ours chunk": lambda *x, **kw: triton_chunk.wkv7_triton_chunk(*x, **kw),
-        "ours two-pass": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, two_pass=True, **kw),
-        "ours look-ahead": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, lookahead=True, **kw),
+        "ours two-pass": functools.partial(triton_chunk.wkv7_triton_chunk_fwd, two_pass=True),
+        "ours look-ahead": functools.partial(triton_chunk.wkv7_triton_chunk_fwd, lookahead=True),
     }
     others = {} if fla is None else {"fla chunk": fla_chunk(fla), "fla fused_recurrent": fla_fused(fla)}
     torch.manual_seed(1)
@@ -354,10 +355,8 @@ def time_row(T: int, fla, bw: float) -> dict:
 
     attempt("ours_recurrent_fwd", lambda: fwd(triton_recurrent.wkv7_triton_recurrent))
     attempt("ours_chunk_fwd", lambda: fwd(triton_chunk.wkv7_triton_chunk_fwd))
-    attempt("ours_two_pass_fwd", lambda: fwd(lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(
-        *x, two_pass=True, **kw)))
-    attempt("ours_lookahead_fwd", lambda: fwd(lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(
-        *x, lookahead=True, **kw)))
+    attempt("ours_two_pass_fwd", lambda: fwd(functools.partial(triton_chunk.wkv7_triton_chunk_fwd, two_pass=True)))
+    attempt("ours_lookahead_fwd", lambda: fwd(functools.partial(triton_chunk.wkv7_triton_chunk_fwd, lookahead=True)))
     attempt("ours_chunk_fwd_bwd", lambda: fwd_bwd(triton_chunk.wkv7_triton_chunk))
     if fla is not None:
         attempt("fla_chunk_fwd", lambda: fwd(fla_chunk(fla)))

@@ -27,19 +27,20 @@ COMPILE=${COMPILE:-0}
 IMAGES=${IMAGES:-4}
 mkdir -p "$RUNS"
 
+run_train() {  # mode minutes --compile|--no-compile
+    python3 -m dir7.train --out "$RUNS/$1" --cross-mode "$1" --steps "$STEPS" --batch-size "$BATCH" \
+        --lr "$LR" --warmup "$WARMUP" --lr-schedule constant --ema-decay 0.999 --workers 5 --sample-every 0 \
+        --save-every 1000 --log-every 100 --time-limit-min "$2" "$3" >> "$RUNS/$1.train.log" 2>&1
+}
+
 train_one() {  # mode minutes: one run in the background; retried eagerly if compiling fails at once
     local mode=$1 minutes=$2 flag=--no-compile
     [ "$COMPILE" = 1 ] && flag=--compile
     (
-        python3 -m dir7.train --out "$RUNS/$mode" --cross-mode "$mode" --steps "$STEPS" --batch-size "$BATCH" \
-            --lr "$LR" --warmup "$WARMUP" --lr-schedule constant --ema-decay 0.999 --workers 5 --sample-every 0 \
-            --save-every 1000 --log-every 100 --time-limit-min "$minutes" $flag >> "$RUNS/$mode.train.log" 2>&1 \
+        run_train "$mode" "$minutes" "$flag" \
         || { [ "$flag" = --compile ] && [ ! -e "$RUNS/$mode/checkpoint/train_state.json" ] \
              && echo "compile failed: training $mode without torch.compile" >> "$RUNS/$mode.train.log" \
-             && python3 -m dir7.train --out "$RUNS/$mode" --cross-mode "$mode" --steps "$STEPS" \
-                --batch-size "$BATCH" --lr "$LR" --warmup "$WARMUP" --lr-schedule constant --ema-decay 0.999 \
-                --workers 5 --sample-every 0 --save-every 1000 --log-every 100 --time-limit-min "$minutes" \
-                --no-compile >> "$RUNS/$mode.train.log" 2>&1; }
+             && run_train "$mode" "$minutes" --no-compile; }
     ) &
 }
 

@@ -167,31 +167,21 @@ def cases():
 # =====================================================================================
 
 
-@pytest.mark.parametrize("c", cases())
-def test_recurrent_forward(c: Case):
-    xs, h0 = make_inputs(c)
-    o, ht = triton_recurrent.wkv7_triton_recurrent(
-        *xs, scale=c.scale, initial_state=h0, output_final_state=c.final
-    )
-    _, _, o_ref, ht_ref = reference(xs, h0, c)
-    assert o.dtype == c.dtype
-    assert_close("o", o, o_ref, c.dtype)
-    if c.final:
-        assert ht.dtype == torch.float32
-        assert_close("final state", ht, ht_ref, c.dtype)
-    else:
-        assert ht is None
+# the forward-only kernels: fused recurrent, and the two inference-only chunked forwards
+# (two-pass: parallel per-chunk prep, then the state scan; look-ahead: one launch preparing
+# chunk i+1 while scanning chunk i)
+FORWARDS = {
+    "recurrent": lambda *x, **kw: triton_recurrent.wkv7_triton_recurrent(*x, **kw),
+    "two_pass": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, two_pass=True, **kw),
+    "lookahead": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, lookahead=True, **kw),
+}
 
 
-@pytest.mark.parametrize("method", ["two_pass", "lookahead"])
+@pytest.mark.parametrize("kernel", list(FORWARDS))
 @pytest.mark.parametrize("c", cases())
-def test_long_sequence_forwards(c: Case, method: str):
-    """The inference-only chunked forwards: two-pass (parallel per-chunk prep, then the state
-    scan) and look-ahead (one launch preparing chunk i+1 while scanning chunk i)."""
+def test_forward_kernels(c: Case, kernel: str):
     xs, h0 = make_inputs(c)
-    o, ht = triton_chunk.wkv7_triton_chunk_fwd(
-        *xs, scale=c.scale, initial_state=h0, output_final_state=c.final, **{method: True}
-    )
+    o, ht = FORWARDS[kernel](*xs, scale=c.scale, initial_state=h0, output_final_state=c.final)
     _, _, o_ref, ht_ref = reference(xs, h0, c)
     assert o.dtype == c.dtype
     assert_close("o", o, o_ref, c.dtype)
