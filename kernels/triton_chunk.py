@@ -45,8 +45,10 @@ from .triton_common import block_size, contiguous, dot_precision, unit_lower_inv
 DEFAULT_CHUNK = 16        # chunk length of the inference forward
 DEFAULT_FWD_BV = 64       # V columns per forward program (V may be split for parallelism)
 DEFAULT_FWD_WARPS = 4
+DEFAULT_FWD_MAXNREG = None  # register cap per thread (ptxas .maxnreg); None = the compiler's choice
 TRAIN_CHUNK = 16          # chunk length of forward + backward (both must use the same)
 DEFAULT_BWD_WARPS = 8
+DEFAULT_BWD_MAXNREG = None
 DEFAULT_PREP_WARPS = 4    # two-pass forward: the parallel per-chunk kernel
 DEFAULT_SCAN_BV = 32      # two-pass forward: V columns per sequential program
 DEFAULT_SCAN_WARPS = 4
@@ -529,12 +531,22 @@ def _chunk_bwd_kernel(
 # =====================================================================================
 
 
+def _maxnreg(n: int | None) -> dict:
+    # only passed when set: the interpreter (TRITON_INTERPRET=1) knows no register caps
+    return {"maxnreg": n} if n else {}
+
+
 def chunk_fwd(
     r, w, k, v, a, b, scale, initial_state, output_final_state,
     *, store_states=False, out=None, final_state_out=None,
-    chunk_size=None, BV=None, num_warps=None, precision=None,
+    chunk_size=None, BV=None, num_warps=None, precision=None, maxnreg=None, num_stages=None,
 ):
-    """Launch the forward kernel. Returns ``(o, final state or None, chunk states or None)``."""
+    """Launch the forward kernel. Returns ``(o, final state or None, chunk states or None)``.
+
+    ``maxnreg`` caps registers per thread. Why it matters: at BV = 64 the kernel takes all
+    255 registers, so an SM holds at most 2 programs of 4 warps (or 1 of 8), and the
+    program count (B*H*V/BV) decides how many waves run; a cap trades spills for residency.
+    """
     B, T, H, K = r.shape
     V = v.shape[-1]
     C = chunk_size or DEFAULT_CHUNK
@@ -562,12 +574,14 @@ def chunk_fwd(
         USE_H0=h0 is not None, STORE_HT=ht is not None, STORE_HS=hs is not None,
         PRECISION=precision or dot_precision(r.dtype),
         num_warps=num_warps or DEFAULT_FWD_WARPS,
+        **_maxnreg(maxnreg or DEFAULT_FWD_MAXNREG),
+        **({"num_stages": num_stages} if num_stages else {}),  # software pipelining of the chunk loop
     )
     return o, ht, hs
 
 
 def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None, num_warps=None,
-              precision=None):
+              precision=None, maxnreg=None):
     """Launch the backward kernel. Returns ``(dr, dw, dk, dv, da, db, dh0 or None)``."""
     B, T, H, K = r.shape
     V = v.shape[-1]
@@ -588,6 +602,7 @@ def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None
         USE_DHT=dht is not None, STORE_DH0=dh0 is not None,
         PRECISION=precision or dot_precision(r.dtype),
         num_warps=num_warps or DEFAULT_BWD_WARPS,
+        **_maxnreg(maxnreg or DEFAULT_BWD_MAXNREG),
     )
     return dr, dw, dk, dv, da, db, dh0
 
