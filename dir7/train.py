@@ -85,6 +85,7 @@ class TrainConfig:
     device: str = "auto"            # "cuda", "cpu" or "auto"
     max_steps_this_run: int = 0     # stop after this many steps of this invocation (0: no limit)
     time_limit_min: float = 0.0     # stop (saving first) after this many minutes of this invocation (0: none)
+    init_from: str = ""             # start a *new* run from these weights (see load_initial_weights); "" = random init
 
     def model_config(self) -> DIR7Config:
         cfg = DIR7Config.from_preset(self.preset, cross_mode=self.cross_mode, init=self.init,
@@ -183,6 +184,41 @@ def save_training_state(path: Path, tc: TrainConfig, step: int, model, ema, opt,
             {"step": step, "train_config": dataclasses.asdict(tc), "optimizer": opt_meta}, indent=2))
 
     atomic_directory_write(path, write)
+
+
+def load_initial_weights(path: Path, model, ema) -> None:
+    """Warm start (``--init-from``): weights without the rest of a training state.
+
+    ``path`` is either a training checkpoint (``<run>/checkpoint``: model and EMA weights are
+    taken, the optimizer moments, step and random stream are not) or a pipeline checkpoint
+    (config.json + shards: the same weights go into the model and its EMA). Any float dtype
+    is accepted (a half-precision copy is cast up). Unlike resuming, this is not exact: AdamW
+    starts with fresh moments, so use a warm-up. Used for fine-tuning, and to carry a run
+    to another machine when the full optimizer state is too large to move.
+    """
+    path = Path(path)
+    config_path = path / "ema" / CONFIG_NAME if (path / "train_state.json").is_file() else path / CONFIG_NAME
+    if config_path.is_file():
+        # the shapes could match while the meaning differs (cross_mode, scan orders, init, text encoder)
+        theirs = DIR7Config.from_dict(json.loads(config_path.read_text()), source=str(config_path)).to_dict()
+        ours = model.config.to_dict()
+        free = {"notes", "text_dropout", "default_sampler", "default_steps", "default_guidance"}
+        differ = sorted(k for k in ours if k not in free and ours[k] != theirs[k])
+        if differ:
+            raise ValueError(f"--init-from {path}: its model differs from this run's in {differ} "
+                             f"(e.g. {differ[0]}: {theirs[differ[0]]!r} there, {ours[differ[0]]!r} here)")
+    if (path / "train_state.json").is_file():
+        load_into(model, path, prefix="model")
+        load_into(ema, path / "ema")
+    elif (path / CONFIG_NAME).is_file():
+        load_into(model, path)
+        ema.load_state_dict(model.state_dict())
+    else:
+        raise FileNotFoundError(f"--init-from {path}: neither a training checkpoint (train_state.json) "
+                                f"nor a pipeline checkpoint ({CONFIG_NAME})")
+    for p in [*model.parameters(), *ema.parameters()]:
+        if not torch.isfinite(p).all():
+            raise ValueError(f"--init-from {path}: the weights hold NaN or inf")
 
 
 def load_training_state(path: Path, model, ema, opt, generator) -> int:
@@ -284,8 +320,10 @@ def train(tc: TrainConfig) -> Path:
     generator = torch.Generator().manual_seed(tc.seed + 1)  # global-batch draws, same on every rank
 
     step = 0
-    if (ckpt / "train_state.json").is_file():
+    if (ckpt / "train_state.json").is_file():  # resuming this run wins over --init-from
         step = load_training_state(ckpt, model, ema, opt, generator)
+    elif tc.init_from:
+        load_initial_weights(Path(tc.init_from), model, ema)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     if tc.compile:

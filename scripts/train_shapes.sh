@@ -7,10 +7,12 @@
 #
 # Settings come from the environment: RUNS (runs), MODES ("prefix paper"), STEPS (total
 # schedule), MINUTES (wall-clock limit of this invocation, 0 = none), BATCH, LR, WARMUP,
-# COMPILE (1 = torch.compile), IMAGES (images per prompt in eval).
+# SCHEDULE (constant or cosine), COMPILE (1 = torch.compile), IMAGES (images per prompt in
+# eval), ABLATE_IMAGES (the same in the ablation's eval), INIT_FROM (start new runs from these
+# weights: dir7.train --init-from).
 #
 # "ablate": phase 1 trains every mode side by side for ABLATE_MINUTES (the same GPU time for
-# each), scores each with ShapesEval at 1 image per prompt (saved as report_ablation.json),
+# each), scores each with ShapesEval at ABLATE_IMAGES per prompt (saved as report_ablation.json),
 # then phase 2 continues only the best-scoring mode for MINUTES and scores it with IMAGES per
 # prompt. Rerunning "train" continues every run exactly where its checkpoint left it (dir7.train
 # resumes weights, optimizer, EMA, random stream and data position), so a long schedule can be
@@ -22,6 +24,7 @@ STEPS=${STEPS:-30000}
 MINUTES=${MINUTES:-0}
 BATCH=${BATCH:-256}
 LR=${LR:-5e-4}
+SCHEDULE=${SCHEDULE:-constant}
 WARMUP=${WARMUP:-500}
 COMPILE=${COMPILE:-0}
 IMAGES=${IMAGES:-4}
@@ -29,8 +32,9 @@ mkdir -p "$RUNS"
 
 run_train() {  # mode minutes --compile|--no-compile
     python3 -m dir7.train --out "$RUNS/$1" --cross-mode "$1" --steps "$STEPS" --batch-size "$BATCH" \
-        --lr "$LR" --warmup "$WARMUP" --lr-schedule constant --ema-decay 0.999 --workers 5 --sample-every 0 \
-        --save-every 1000 --log-every 100 --time-limit-min "$2" "$3" >> "$RUNS/$1.train.log" 2>&1
+        --lr "$LR" --warmup "$WARMUP" --lr-schedule "$SCHEDULE" --ema-decay 0.999 --workers 5 --sample-every 0 \
+        --save-every 1000 --log-every 100 --time-limit-min "$2" ${INIT_FROM:+--init-from "$INIT_FROM"} "$3" \
+        >> "$RUNS/$1.train.log" 2>&1
 }
 
 train_one() {  # mode minutes: one run in the background; retried eagerly if compiling fails at once
@@ -63,7 +67,7 @@ eval)
 ablate)
     for mode in $MODES; do train_one "$mode" "${ABLATE_MINUTES:-8}"; done
     wait
-    for mode in $MODES; do tail -n 1 "$RUNS/$mode/log.jsonl"; eval_one "$mode" 1 report_ablation.json & done
+    for mode in $MODES; do tail -n 1 "$RUNS/$mode/log.jsonl"; eval_one "$mode" "${ABLATE_IMAGES:-1}" report_ablation.json & done
     wait
     best=$(python3 -c "import json,sys; print(max(sys.argv[2:], key=lambda m: json.load(open(f'{sys.argv[1]}/{m}/report_ablation.json'))['overall']))" "$RUNS" $MODES)
     echo "phase 2: continuing $best" | tee "$RUNS/winner.txt"

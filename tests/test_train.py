@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 import dir7.train as train_module
+from dir7.checkpoint import save_state_dict
+from dir7.model import DIR7Model
 from dir7.train import TrainConfig, parse_args, train
 
 TINY = ["dim=64", "depth=2", "head_size=16", "conv_channels=16", "patch_size=4",
@@ -120,3 +124,36 @@ def test_a_finite_folder_becomes_a_deterministic_endless_stream():
     assert first[:7] != first[7:14]  # a new order each epoch
     again = EndlessShuffle(data, seed=3)
     assert [again[j] for j in reversed(range(21))][::-1] == first  # any access order, same stream
+
+
+def test_init_from_starts_a_new_run_from_saved_weights_in_any_float_dtype(tmp_path):
+    first = train(tiny_run(tmp_path / "first", steps=2))
+    # carry the weights the way a size-limited transfer does: half precision, no optimizer state
+    half = tmp_path / "half"
+    (half / "ema").mkdir(parents=True)
+    (half / "train_state.json").write_text((first / "train_state.json").read_text())
+    (half / "ema" / "config.json").write_text((first / "ema" / "config.json").read_text())
+    for src, dst, prefix in ((first, half, "model"), (first / "ema", half / "ema", "model")):
+        save_state_dict({k: v.half() for k, v in tensors(src, prefix).items()}, dst, prefix=prefix)
+
+    model, ema = (DIR7Model(tiny_run(tmp_path).model_config()) for _ in range(2))
+    train_module.load_initial_weights(half, model, ema)
+    for name, value in tensors(first, "model").items():
+        torch.testing.assert_close(model.state_dict()[name], value.half().float())
+    for name, value in tensors(first / "ema", "model").items():
+        torch.testing.assert_close(ema.state_dict()[name], value.half().float())
+
+    # a pipeline checkpoint (the EMA directory) seeds both the model and its EMA
+    train_module.load_initial_weights(first / "ema", model, ema)
+    assert_same(model.state_dict(), ema.state_dict())
+
+    # the new run starts at step 0 from those weights and trains on
+    second = train(tiny_run(tmp_path / "second", steps=1, init_from=str(first)))
+    assert json.loads((second / "train_state.json").read_text())["step"] == 1
+
+    # a model that differs in meaning, not only in shape, is refused by name
+    with pytest.raises(ValueError, match="cross_mode"):
+        paper = DIR7Model(tiny_run(tmp_path, cross_mode="paper").model_config())
+        train_module.load_initial_weights(first, paper, copy.deepcopy(paper))
+    with pytest.raises(FileNotFoundError, match="neither a training checkpoint"):
+        train_module.load_initial_weights(tmp_path, model, ema)
