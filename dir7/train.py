@@ -197,7 +197,8 @@ def load_initial_weights(path: Path, model, ema) -> None:
     to another machine when the full optimizer state is too large to move.
     """
     path = Path(path)
-    config_path = path / "ema" / CONFIG_NAME if (path / "train_state.json").is_file() else path / CONFIG_NAME
+    is_training_checkpoint = (path / "train_state.json").is_file()
+    config_path = path / "ema" / CONFIG_NAME if is_training_checkpoint else path / CONFIG_NAME
     if config_path.is_file():
         # the shapes could match while the meaning differs (cross_mode, scan orders, init, text encoder)
         theirs = DIR7Config.from_dict(json.loads(config_path.read_text()), source=str(config_path)).to_dict()
@@ -207,10 +208,10 @@ def load_initial_weights(path: Path, model, ema) -> None:
         if differ:
             raise ValueError(f"--init-from {path}: its model differs from this run's in {differ} "
                              f"(e.g. {differ[0]}: {theirs[differ[0]]!r} there, {ours[differ[0]]!r} here)")
-    if (path / "train_state.json").is_file():
+    if is_training_checkpoint:
         load_into(model, path, prefix="model")
         load_into(ema, path / "ema")
-    elif (path / CONFIG_NAME).is_file():
+    elif config_path.is_file():
         load_into(model, path)
         ema.load_state_dict(model.state_dict())
     else:

@@ -115,8 +115,6 @@ def _chunk_fwd_kernel(
     base_k = i_b.to(tl.int64) * T * H * K + i_h * K
     base_v = i_b.to(tl.int64) * T * H * V + i_h * V
     state_off = o_k[:, None] * V + o_v[None, :]
-    strict = o_c[:, None] > o_c[None, :]
-    causal = o_c[:, None] >= o_c[None, :]
 
     S = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_H0:
@@ -126,27 +124,9 @@ def _chunk_fwd_kernel(
         t0 = i_t * C
         if STORE_HS:
             tl.store(hs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, S, mask=m_state)
-        b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)
-        b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
-        b_k = _load_chunk(k, base_k, t0, T, o_c, o_k, m_k, H * K)
-        b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
-        b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
-        b_v = _load_chunk(v, base_v, t0, T, o_c, o_v, m_v, H * V)
-
         # ---- state-independent part (overlaps with the previous chunk's state hand-off)
-        cw, cw_prev, mid, cw_end = _chunk_decays(b_w, o_c, C)
-        r_m = b_r * tl.exp(cw - mid[None, :])
-        a_m = b_a * tl.exp(cw_prev - mid[None, :])
-        b_m = b_b * tl.exp(mid[None, :] - cw)
-        k_m = b_k * tl.exp(mid[None, :] - cw)
-        L_ab = tl.where(strict, tl.dot(a_m, tl.trans(b_m), input_precision=PRECISION), 0.0)
-        L_ak = tl.where(strict, tl.dot(a_m, tl.trans(k_m), input_precision=PRECISION), 0.0)
-        Q_rb = tl.where(causal, tl.dot(r_m, tl.trans(b_m), input_precision=PRECISION), 0.0)
-        Q_rk = tl.where(causal, tl.dot(r_m, tl.trans(k_m), input_precision=PRECISION), 0.0)
-        T_inv = unit_lower_inverse(L_ab, C, PRECISION)
-        a_dec = b_a * tl.exp(cw_prev)
-        r_dec = b_r * tl.exp(cw)
-        to_end = tl.exp(cw_end[None, :] - cw)
+        b_v, b_b, b_k, L_ak, Q_rb, Q_rk, T_inv, a_dec, r_dec, to_end, cw_end = _chunk_pairs(
+            r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
         b_end = b_b * to_end
         k_end = b_k * to_end
 
@@ -186,11 +166,13 @@ def _chunk_fwd_kernel(
 
 
 @triton.jit
-def _chunk_prep(r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v,
-                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, PRECISION: tl.constexpr):
-    """The state-independent tiles of one chunk (V restricted to ``o_v``):
-    ``W, U, Rq, Oi, B_end, K_end, d, v`` with u = W S_0 + U, o = Rq S_0 + Oi,
-    S_C = d * S_0 + B_end^T u + K_end^T v (all float32)."""
+def _chunk_pairs(r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v,
+                 H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, PRECISION: tl.constexpr):
+    """Load one chunk and form what does not depend on the state (all float32):
+    ``v, b, k`` tiles, the pair products ``L_ak`` (strict), ``Q_rb``, ``Q_rk`` (causal), the
+    WY inverse ``T_inv = (I - L_ab)^-1``, the decayed ``a_dec``, ``r_dec``, the decay to the
+    chunk's end ``to_end`` and the log-decay across the chunk ``cw_end``. The pair products
+    factor their decays around the chunk's middle row (see the header: overflow)."""
     strict = o_c[:, None] > o_c[None, :]
     causal = o_c[:, None] >= o_c[None, :]
     b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)
@@ -213,7 +195,17 @@ def _chunk_prep(r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v
     a_dec = b_a * tl.exp(cw_prev)
     r_dec = b_r * tl.exp(cw)
     to_end = tl.exp(cw_end[None, :] - cw)
+    return b_v, b_b, b_k, L_ak, Q_rb, Q_rk, T_inv, a_dec, r_dec, to_end, cw_end
 
+
+@triton.jit
+def _chunk_prep(r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v,
+                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, PRECISION: tl.constexpr):
+    """The state-independent tiles of one chunk (V restricted to ``o_v``), folded:
+    ``W, U, Rq, Oi, B_end, K_end, d, v`` with u = W S_0 + U, o = Rq S_0 + Oi,
+    S_C = d * S_0 + B_end^T u + K_end^T v (all float32)."""
+    b_v, b_b, b_k, L_ak, Q_rb, Q_rk, T_inv, a_dec, r_dec, to_end, cw_end = _chunk_pairs(
+        r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
     W = tl.dot(T_inv, a_dec, input_precision=PRECISION)                                    # [C, K]
     U = tl.dot(T_inv, tl.dot(L_ak, b_v, input_precision=PRECISION), input_precision=PRECISION)  # [C, BV]
     Rq = r_dec + tl.dot(Q_rb, W, input_precision=PRECISION)                                 # [C, K]

@@ -70,7 +70,8 @@ def _vocabulary_texts() -> list[str]:
 def pack_encoder(out: Path, n_captions: int) -> None:
     source = Path(resolve_text_encoder(DEFAULT_TEXT_ENCODER))
     weights = source / "model.safetensors"
-    tokenizer = TextEncoder.from_pretrained(DEFAULT_TEXT_ENCODER).tokenizer
+    full = TextEncoder.from_pretrained(DEFAULT_TEXT_ENCODER)
+    tokenizer = full.tokenizer
     used: set[int] = set()
     for text in [*_vocabulary_texts(), *_captions(seed=0, n=n_captions)]:
         used.update(tokenizer(text)["input_ids"])
@@ -96,7 +97,6 @@ def pack_encoder(out: Path, n_captions: int) -> None:
                 shutil.copy(f, tmp / f.name)
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         pruned = TextEncoder.from_pretrained(tmp)
-        full = TextEncoder.from_pretrained(DEFAULT_TEXT_ENCODER)
         full.model.half().float()  # the same fp16 rounding, so only the pruning differs
         for i in range(0, len(check), 250):
             a, _ = pruned(check[i:i + 250])
