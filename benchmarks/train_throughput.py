@@ -45,7 +45,7 @@ def time_steps(cfg, enc, batch_size: int, steps: int, warmup: int, compile_model
     model = DIR7Model(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as dir7.train does on CUDA
-    net = torch.compile(model) if compile_model else model
+    net = torch.compile(model, dynamic=False) if compile_model else model
     scheduler = make_scheduler("ddpm", cfg.num_train_timesteps, cfg.beta_schedule)
     data = batches(cfg, batch_size, 4)
     gen = torch.Generator().manual_seed(1)
@@ -55,7 +55,7 @@ def time_steps(cfg, enc, batch_size: int, steps: int, warmup: int, compile_model
         t = torch.randint(0, cfg.num_train_timesteps, (batch_size,), generator=gen)
         noise = torch.randn(images.shape, generator=gen)
         return training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noise,
-                             lr=1e-4, ema_decay=0.999, grad_clip=1.0, use_bf16=True)
+                             lr=1e-4, ema_decay=0.999, grad_clip=1.0, use_bf16=True, text_pad_multiple=48)
 
     t0 = time.perf_counter()
     for j in range(warmup):

@@ -81,7 +81,10 @@ class TrainConfig:
     save_every: int = 1000          # steps between checkpoints (the last step always saves)
     workers: int = 2                # data-loader worker processes per GPU
     precision: str = "auto"         # "bf16" autocast, "fp32", or "auto" (bf16 on CUDA)
-    compile: bool = False           # torch.compile the model: fewer, fused kernels (a minute of compiling first)
+    compile: bool = False           # torch.compile the model: fewer, fused kernels (minutes of compiling first)
+    text_pad_multiple: int = 16     # captions padded to a multiple of this many tokens. A compiled model
+                                    # recompiles (~3 min on an H100) for each new length; 48 covers
+                                    # every shapes caption (longest seen: 35 tokens), so one compile
     device: str = "auto"            # "cuda", "cpu" or "auto"
     max_steps_this_run: int = 0     # stop after this many steps of this invocation (0: no limit)
     time_limit_min: float = 0.0     # stop (saving first) after this many minutes of this invocation (0: none)
@@ -257,13 +260,13 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noise, *,
-                  lr: float, ema_decay: float, grad_clip: float, use_bf16: bool):
+                  lr: float, ema_decay: float, grad_clip: float, use_bf16: bool, text_pad_multiple: int = 16):
     """One optimizer step on a (local) batch: encode text, eq. 17 loss, backward, clip,
     AdamW, EMA. ``net`` is the model or its DDP/compiled wrapper; ``model`` the plain module.
     Returns the loss and the gradient norm as tensors (reading them would sync the GPU)."""
     device = next(model.parameters()).device
-    # text padded to a multiple of 16 tokens: a compiled model then sees only a few shapes
-    text, mask = enc(captions, pad_to_multiple_of=16)
+    # padding is masked out (the model is invariant to it); a compiled model sees few shapes
+    text, mask = enc(captions, pad_to_multiple_of=text_pad_multiple)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
         loss = diffusion_loss(net, images.to(device, non_blocking=True), text, mask, scheduler, t=t, noise=noise)
     opt.zero_grad(set_to_none=True)
@@ -303,6 +306,8 @@ def train(tc: TrainConfig) -> Path:
     rank, world, device = _setup_distributed(tc.device)
     if tc.batch_size % world:
         raise ValueError(f"batch size {tc.batch_size} does not split evenly over {world} processes")
+    if tc.text_pad_multiple < 1:
+        raise ValueError(f"text_pad_multiple must be >= 1, got {tc.text_pad_multiple}")
     use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
     out = Path(tc.out)
     ckpt = out / "checkpoint"
@@ -328,7 +333,9 @@ def train(tc: TrainConfig) -> Path:
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     if tc.compile:
-        net = torch.compile(net)
+        # static shapes: a rare longer caption then costs one more static graph, not a
+        # recompile of everything with symbolic sizes
+        net = torch.compile(net, dynamic=False)
 
     loader = make_loader(tc, cfg.image_size, start=step * tc.batch_size, rank=rank, world=world)
     batches = iter(loader)
@@ -349,7 +356,8 @@ def train(tc: TrainConfig) -> Path:
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         loss, grad_norm = training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noise,
                                         lr=lr_at(tc, step), ema_decay=ema_decay_at(tc, step + 1),
-                                        grad_clip=tc.grad_clip, use_bf16=use_bf16)
+                                        grad_clip=tc.grad_clip, use_bf16=use_bf16,
+                                        text_pad_multiple=tc.text_pad_multiple)
         step += 1
         seen += B
         pbar.update(1)

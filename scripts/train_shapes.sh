@@ -33,7 +33,7 @@ mkdir -p "$RUNS"
 run_train() {  # mode minutes --compile|--no-compile
     python3 -m dir7.train --out "$RUNS/$1" --cross-mode "$1" --steps "$STEPS" --batch-size "$BATCH" \
         --lr "$LR" --warmup "$WARMUP" --lr-schedule "$SCHEDULE" --ema-decay 0.999 --workers 5 --sample-every 0 \
-        --save-every 1000 --log-every 100 --time-limit-min "$2" ${INIT_FROM:+--init-from "$INIT_FROM"} "$3" \
+        --save-every 1000 --log-every 100 --time-limit-min "$2" --text-pad-multiple 48 ${INIT_FROM:+--init-from "$INIT_FROM"} "$3" \
         >> "$RUNS/$1.train.log" 2>&1
 }
 

@@ -157,3 +157,14 @@ def test_init_from_starts_a_new_run_from_saved_weights_in_any_float_dtype(tmp_pa
         train_module.load_initial_weights(first, paper, copy.deepcopy(paper))
     with pytest.raises(FileNotFoundError, match="neither a training checkpoint"):
         train_module.load_initial_weights(tmp_path, model, ema)
+
+
+@pytest.mark.slow
+def test_padding_captions_to_a_longer_multiple_does_not_change_training(tmp_path):
+    """--text-pad-multiple only fixes the padded text length (one compile for a compiled
+    model); the padding is masked, so the run itself is the same."""
+    short = train(tiny_run(tmp_path / "p16", steps=2, save_every=2))
+    long = train(tiny_run(tmp_path / "p48", steps=2, save_every=2, text_pad_multiple=48))
+    assert_same(tensors(short, "model"), tensors(long, "model"), exact=False)
+    with pytest.raises(ValueError, match="text_pad_multiple"):
+        train(tiny_run(tmp_path / "p0", text_pad_multiple=0))
