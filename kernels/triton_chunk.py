@@ -12,10 +12,12 @@ cw_t = sum_{j<=t} w_j:
 
 with A_dec = a_t exp(cw_{t-1}), R_dec = r_t exp(cw_t), B_end / K_end = b_s / k_s exp(cw_C - cw_s).
 
-Forward: one program per (batch, head, V-tile) walks the chunks in order with S in
+Forward: one program per (batch, head, V-tile) walks the chunks in order with the state in
 registers, so the whole forward is ONE launch (fla uses several kernels and round trips
 through memory for the same work). For training it also writes the state entering each
-chunk (``[B, H, NT, K, V]`` float32) for the backward.
+chunk (``[B, H, NT, K, V]`` float32) for the backward. The default kernel holds the state
+transposed (S^T) and multiplies in bf16 for half inputs, so each product on the chain feeds
+the next in registers (see _chunk_fwd_kernel); the previous S kernel stays as an option.
 
 Backward: one program per (batch, head) walks the chunks in reverse with dS (the gradient
 w.r.t. the state leaving the chunk) in registers, recomputes the chunk's matrices, and emits
@@ -39,13 +41,14 @@ import triton
 import triton.language as tl
 
 from .naive import check_wkv7_inputs
-from .triton_common import block_size, contiguous, dot_precision, unit_lower_inverse
+from .triton_common import block_size, contiguous, dot_precision, fwd_precision, mm, unit_lower_inverse
 
 # Launch defaults, chosen on an H100 by ``benchmarks/wkv7.py --sweep`` (benchmarks/NOTES-wkv7.md).
 DEFAULT_CHUNK = 16        # chunk length of the inference forward
-DEFAULT_FWD_BV = 64       # V columns per forward program (V may be split for parallelism)
-DEFAULT_FWD_WARPS = 4
+DEFAULT_FWD_BV = 32       # V columns per forward program (V may be split for parallelism)
+DEFAULT_FWD_WARPS = 2
 DEFAULT_FWD_MAXNREG = None  # register cap per thread (ptxas .maxnreg); None = the compiler's choice
+DEFAULT_FWD_TRANSPOSED = True  # the S^T forward (bf16 products for half inputs); False: the S one
 TRAIN_CHUNK = 16          # chunk length of forward + backward (both must use the same)
 DEFAULT_BWD_WARPS = 8
 DEFAULT_BWD_MAXNREG = None
@@ -86,7 +89,7 @@ def _chunk_decays(b_w, o_c, C: tl.constexpr):
 
 
 @triton.jit
-def _chunk_fwd_kernel(
+def _chunk_fwd_kv_kernel(
     r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
     o,                         # [B, T, H, V]
     h0, ht,                    # [B, H, K, V] float32 (dummies when unused)
@@ -104,6 +107,8 @@ def _chunk_fwd_kernel(
     STORE_HS: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
+    """The previous forward (sessions 1-3): state held as S [K, V], tf32 products for half
+    inputs. Kept as ``chunk_fwd(..., transposed=False)`` for comparison; see _chunk_fwd_kernel."""
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, C)
@@ -144,6 +149,102 @@ def _chunk_fwd_kernel(
 
     if STORE_HT:
         tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, S, mask=m_state)
+
+
+@triton.jit
+def _chunk_fwd_kernel(
+    r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
+    o,                         # [B, T, H, V]
+    h0, ht,                    # [B, H, K, V] float32 (dummies when unused)
+    hs,                        # [B, H, NT, K, V] float32: state entering each chunk (training)
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    USE_H0: tl.constexpr,
+    STORE_HT: tl.constexpr,
+    STORE_HS: tl.constexpr,
+    PRECISION: tl.constexpr,   # "bf16" (half inputs) or "ieee" (float32): see fwd_precision
+):
+    """The forward with the state held transposed, S^T [BV, K], and every equation of the
+    header transposed with it:
+
+        rhs^T = S^T A_dec^T + V^T L_ak^T        u^T = rhs^T T_inv^T
+        o^T   = S^T R_dec^T + u^T Q_rb^T + V^T Q_rk^T
+        S_C^T = S^T diag(exp(cw_C)) + u^T B_end + V^T K_end
+
+    Why: on the chain from one chunk's state to the next, every product's result (S^T,
+    rhs^T, u^T) is then the *left* operand of the next product, which with 16-bit operands
+    stays in registers; in the [K, V] form each of them crossed shared memory (with a
+    barrier) to become a right operand. The right operands (A_dec^T, T_inv^T, Q^T, B_end,
+    ...) do not depend on the state. On sm_90 this cut the chunk loop from 1,722 to 1,084
+    instructions per warp (benchmarks/NOTES-wkv7.md, session 4).
+    """
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, C)
+    o_c = tl.arange(0, C)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
+    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
+    state_off = o_v[:, None] + o_k[None, :] * V          # S^T[v, k] is stored at S[k, v]
+    m_state = m_v[:, None] & m_k[None, :]
+    strict_t = o_c[:, None] < o_c[None, :]               # [s, t]: s < t (transposed strict)
+    causal_t = o_c[:, None] <= o_c[None, :]
+
+    St = tl.zeros([BV, BK], dtype=tl.float32)                                          # S^T
+    if USE_H0:
+        St += tl.load(h0 + i_bh.to(tl.int64) * K * V + state_off, mask=m_state, other=0.0)
+
+    for i_t in range(0, NT):
+        t0 = i_t * C
+        rows = t0 + o_c
+        if STORE_HS:
+            tl.store(hs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, St, mask=m_state)
+        # ---- state-independent part
+        b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)                      # [C, K]
+        b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
+        b_k = _load_chunk(k, base_k, t0, T, o_c, o_k, m_k, H * K)
+        b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
+        b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
+        vt_mask = m_v[:, None] & (rows < T)[None, :]
+        b_vt = tl.load(v + base_v + rows[None, :] * H * V + o_v[:, None], mask=vt_mask,
+                       other=0.0).to(tl.float32)                                        # V^T [BV, C]
+        # log-decays in log2 units: tl.exp2 skips the multiply (and range checks) tl.exp adds
+        cw, cw_prev, mid, cw_end = _chunk_decays(b_w * 1.4426950408889634, o_c, C)
+        r_m = b_r * tl.exp2(cw - mid[None, :])
+        a_m = b_a * tl.exp2(cw_prev - mid[None, :])
+        down = tl.exp2(mid[None, :] - cw)
+        b_m = b_b * down
+        k_m = b_k * down
+        # transposed pair products, [C, C] indexed [s, t]
+        L_abT = tl.where(strict_t, mm(b_m, tl.trans(a_m), PRECISION), 0.0)
+        L_akT = tl.where(strict_t, mm(k_m, tl.trans(a_m), PRECISION), 0.0)
+        Q_rbT = tl.where(causal_t, mm(b_m, tl.trans(r_m), PRECISION), 0.0)
+        Q_rkT = tl.where(causal_t, mm(k_m, tl.trans(r_m), PRECISION), 0.0)
+        T_invT = unit_lower_inverse(L_abT, C, PRECISION)                                  # (I - L_ab)^-T
+        a_decT = tl.trans(b_a * tl.exp2(cw_prev))                                        # [K, C]
+        r_decT = tl.trans(b_r * tl.exp2(cw))
+        to_end = tl.exp2(cw_end[None, :] - cw)
+        b_end = b_b * to_end                                                              # [C, K]
+        k_end = b_k * to_end
+
+        # ---- the chain through the state
+        rhsT = mm(St, a_decT, PRECISION) + mm(b_vt, L_akT, PRECISION)                     # [BV, C]
+        uT = mm(rhsT, T_invT, PRECISION)                                                  # [BV, C]
+        oT = mm(St, r_decT, PRECISION) + mm(uT, Q_rbT, PRECISION) + mm(b_vt, Q_rkT, PRECISION)
+        p_o = o + base_v + rows[None, :] * H * V + o_v[:, None]
+        tl.store(p_o, (scale * oT).to(o.dtype.element_ty), mask=vt_mask)
+        St = tl.exp2(cw_end)[None, :] * St + mm(uT, b_end, PRECISION) + mm(b_vt, k_end, PRECISION)
+
+    if STORE_HT:
+        tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, St, mask=m_state)
 
 
 # =====================================================================================
@@ -532,8 +633,12 @@ def chunk_fwd(
     r, w, k, v, a, b, scale, initial_state, output_final_state,
     *, store_states=False, out=None, final_state_out=None,
     chunk_size=None, BV=None, num_warps=None, precision=None, maxnreg=None, num_stages=None,
+    transposed=None,
 ):
     """Launch the forward kernel. Returns ``(o, final state or None, chunk states or None)``.
+
+    ``transposed`` (default DEFAULT_FWD_TRANSPOSED) picks the kernel: the S^T one with bf16
+    products for half inputs, or the previous S one with tf32 products (``False``).
 
     ``maxnreg`` caps registers per thread. Why it matters: at BV = 64 the kernel takes all
     255 registers, so an SM holds at most 2 programs of 4 warps (or 1 of 8), and the
@@ -556,7 +661,10 @@ def chunk_fwd(
     BK = block_size(K)
     BV = min(BV or DEFAULT_FWD_BV, block_size(V))
     grid = (triton.cdiv(V, BV), B * H)
-    _chunk_fwd_kernel[grid](
+    transposed = DEFAULT_FWD_TRANSPOSED if transposed is None else transposed
+    kernel = _chunk_fwd_kernel if transposed else _chunk_fwd_kv_kernel
+    default_precision = fwd_precision if transposed else dot_precision
+    kernel[grid](
         r, w, k, v, a, b, o,
         h0 if h0 is not None else o,          # dummies are never touched (constexpr flags)
         ht if ht is not None else o,
@@ -564,7 +672,7 @@ def chunk_fwd(
         float(scale), T,
         H=H, K=K, V=V, C=C, BK=BK, BV=BV,
         USE_H0=h0 is not None, STORE_HT=ht is not None, STORE_HS=hs is not None,
-        PRECISION=precision or dot_precision(r.dtype),
+        PRECISION=precision or default_precision(r.dtype),
         num_warps=num_warps or DEFAULT_FWD_WARPS,
         **_maxnreg(maxnreg or DEFAULT_FWD_MAXNREG),
         **({"num_stages": num_stages} if num_stages else {}),  # software pipelining of the chunk loop

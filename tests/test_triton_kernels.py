@@ -167,11 +167,14 @@ def cases():
 # =====================================================================================
 
 
-# the forward-only kernels: fused recurrent, and the two inference-only chunked forwards
-# (two-pass: parallel per-chunk prep, then the state scan; look-ahead: one launch preparing
-# chunk i+1 while scanning chunk i)
+# the forward-only kernels: fused recurrent, the chunked forward (S^T kernel, the default) and
+# the previous S-layout one, and the two inference-only chunked forwards (two-pass: parallel
+# per-chunk prep, then the state scan; look-ahead: one launch preparing chunk i+1 while
+# scanning chunk i)
 FORWARDS = {
     "recurrent": lambda *x, **kw: triton_recurrent.wkv7_triton_recurrent(*x, **kw),
+    "chunk": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, **kw),
+    "chunk_kv": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, transposed=False, **kw),
     "two_pass": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, two_pass=True, **kw),
     "lookahead": lambda *x, **kw: triton_chunk.wkv7_triton_chunk_fwd(*x, lookahead=True, **kw),
 }
@@ -214,17 +217,18 @@ def test_chunk_forward_backward(c: Case):
         assert_close(name, g, g_ref, c.dtype)
 
 
-@pytest.mark.parametrize("method", ["fused", "two_pass", "lookahead"])
+@pytest.mark.parametrize("method", ["fused", "fused_kv", "two_pass", "lookahead"])
 @pytest.mark.parametrize("chunk_size", [16, 32])
 def test_chunk_forward_no_grad(chunk_size: int, method: str):
     """The inference paths of the chunked kernels (no states stored), both chunk sizes, and
-    a V split over several scan programs."""
+    a V split over several scan programs (fused_kv: the previous S-layout forward)."""
+    launch = {"fused": {}, "fused_kv": {"transposed": False}}.get(method, {method: True})
     c = Case(1, 50, 2, 16, 32, f32, True, True, "fla")
     xs, h0 = make_inputs(c)
     with torch.no_grad():
         o, ht = triton_chunk.wkv7_triton_chunk_fwd(
             *xs, scale=c.scale, initial_state=h0, output_final_state=True, chunk_size=chunk_size,
-            BV=16, **({} if method == "fused" else {method: True}),
+            BV=16, **launch,
         )
     _, _, o_ref, ht_ref = reference(xs, h0, c)
     assert_close("o", o, o_ref, c.dtype)
