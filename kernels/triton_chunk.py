@@ -45,8 +45,8 @@ from .triton_common import block_size, contiguous, dot_precision, fwd_precision,
 
 # Launch defaults, chosen on an H100 by ``benchmarks/wkv7.py --sweep`` (benchmarks/NOTES-wkv7.md).
 DEFAULT_CHUNK = 16        # chunk length of the inference forward
-DEFAULT_FWD_BV = 32       # V columns per forward program (V may be split for parallelism)
-DEFAULT_FWD_WARPS = 2
+DEFAULT_FWD_BV = 32       # V columns per forward program (V may be split for parallelism);
+DEFAULT_FWD_WARPS = 2     # BV and warps of the S^T forward from benchmarks/wkv7_layouts.py
 DEFAULT_FWD_MAXNREG = None  # register cap per thread (ptxas .maxnreg); None = the compiler's choice
 DEFAULT_FWD_TRANSPOSED = True  # the S^T forward (bf16 products for half inputs); False: the S one
 TRAIN_CHUNK = 16          # chunk length of forward + backward (both must use the same)
@@ -74,7 +74,8 @@ def _load_chunk(x, base, t0, T, o_c, o_x, m_x, HX):
 
 @triton.jit
 def _chunk_decays(b_w, o_c, C: tl.constexpr):
-    """Cumulative log-decays of one chunk: cw (inclusive), cw_prev, mid and end rows."""
+    """Cumulative log-decays of one chunk: cw (inclusive), cw_prev, mid and end rows (in the
+    log base of ``b_w``: the S^T forward passes log2 units)."""
     cw = tl.cumsum(b_w, 0)                                               # [C, K]
     cw_prev = cw - b_w                                                   # cw_{t-1}
     mid = tl.sum(tl.where((o_c == C // 2)[:, None], cw, 0.0), 0)        # [K]
@@ -86,69 +87,6 @@ def _chunk_decays(b_w, o_c, C: tl.constexpr):
 # =====================================================================================
 # Forward kernel
 # =====================================================================================
-
-
-@triton.jit
-def _chunk_fwd_kv_kernel(
-    r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
-    o,                         # [B, T, H, V]
-    h0, ht,                    # [B, H, K, V] float32 (dummies when unused)
-    hs,                        # [B, H, NT, K, V] float32: state entering each chunk (training)
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    C: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    USE_H0: tl.constexpr,
-    STORE_HT: tl.constexpr,
-    STORE_HS: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    """The previous forward (sessions 1-3): state held as S [K, V], tf32 products for half
-    inputs. Kept as ``chunk_fwd(..., transposed=False)`` for comparison; see _chunk_fwd_kernel."""
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    NT = tl.cdiv(T, C)
-    o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    m_state = m_k[:, None] & m_v[None, :]
-    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
-    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
-    state_off = o_k[:, None] * V + o_v[None, :]
-
-    S = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_H0:
-        S += tl.load(h0 + i_bh.to(tl.int64) * K * V + state_off, mask=m_state, other=0.0)
-
-    for i_t in range(0, NT):
-        t0 = i_t * C
-        if STORE_HS:
-            tl.store(hs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, S, mask=m_state)
-        # ---- state-independent part (overlaps with the previous chunk's state hand-off)
-        b_v, b_b, b_k, L_ak, Q_rb, Q_rk, T_inv, a_dec, r_dec, to_end, cw_end = _chunk_pairs(
-            r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
-        b_end = b_b * to_end
-        k_end = b_k * to_end
-
-        # ---- the part that needs the incoming state
-        rhs = tl.dot(a_dec, S, input_precision=PRECISION) + tl.dot(L_ak, b_v, input_precision=PRECISION)
-        u = tl.dot(T_inv, rhs, input_precision=PRECISION)                              # [C, BV]
-        b_o = tl.dot(r_dec, S, input_precision=PRECISION)
-        b_o += tl.dot(Q_rb, u, input_precision=PRECISION) + tl.dot(Q_rk, b_v, input_precision=PRECISION)
-        rows = t0 + o_c
-        p_o = o + base_v + rows[:, None] * H * V + o_v[None, :]
-        tl.store(p_o, (scale * b_o).to(o.dtype.element_ty), mask=(rows < T)[:, None] & m_v[None, :])
-        S = tl.exp(cw_end)[:, None] * S
-        S += tl.dot(tl.trans(b_end), u, input_precision=PRECISION)
-        S += tl.dot(tl.trans(k_end), b_v, input_precision=PRECISION)
-
-    if STORE_HT:
-        tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, S, mask=m_state)
 
 
 @triton.jit
@@ -245,6 +183,74 @@ def _chunk_fwd_kernel(
 
     if STORE_HT:
         tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, St, mask=m_state)
+
+
+# -------------------------------------------------------------------------------------
+# The previous forward (state as S [K, V]), kept for comparison
+# -------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _chunk_fwd_kv_kernel(
+    r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
+    o,                         # [B, T, H, V]
+    h0, ht,                    # [B, H, K, V] float32 (dummies when unused)
+    hs,                        # [B, H, NT, K, V] float32: state entering each chunk (training)
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    USE_H0: tl.constexpr,
+    STORE_HT: tl.constexpr,
+    STORE_HS: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """The previous forward (sessions 1-3): state held as S [K, V], tf32 products for half
+    inputs. Kept as ``chunk_fwd(..., transposed=False)`` for comparison; see _chunk_fwd_kernel."""
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, C)
+    o_c = tl.arange(0, C)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_state = m_k[:, None] & m_v[None, :]
+    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
+    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
+    state_off = o_k[:, None] * V + o_v[None, :]
+
+    S = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_H0:
+        S += tl.load(h0 + i_bh.to(tl.int64) * K * V + state_off, mask=m_state, other=0.0)
+
+    for i_t in range(0, NT):
+        t0 = i_t * C
+        if STORE_HS:
+            tl.store(hs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, S, mask=m_state)
+        # ---- state-independent part (overlaps with the previous chunk's state hand-off)
+        b_v, b_b, b_k, L_ak, Q_rb, Q_rk, T_inv, a_dec, r_dec, to_end, cw_end = _chunk_pairs(
+            r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
+        b_end = b_b * to_end
+        k_end = b_k * to_end
+
+        # ---- the part that needs the incoming state
+        rhs = tl.dot(a_dec, S, input_precision=PRECISION) + tl.dot(L_ak, b_v, input_precision=PRECISION)
+        u = tl.dot(T_inv, rhs, input_precision=PRECISION)                              # [C, BV]
+        b_o = tl.dot(r_dec, S, input_precision=PRECISION)
+        b_o += tl.dot(Q_rb, u, input_precision=PRECISION) + tl.dot(Q_rk, b_v, input_precision=PRECISION)
+        rows = t0 + o_c
+        p_o = o + base_v + rows[:, None] * H * V + o_v[None, :]
+        tl.store(p_o, (scale * b_o).to(o.dtype.element_ty), mask=(rows < T)[:, None] & m_v[None, :])
+        S = tl.exp(cw_end)[:, None] * S
+        S += tl.dot(tl.trans(b_end), u, input_precision=PRECISION)
+        S += tl.dot(tl.trans(k_end), b_v, input_precision=PRECISION)
+
+    if STORE_HT:
+        tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, S, mask=m_state)
 
 
 # =====================================================================================
