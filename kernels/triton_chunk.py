@@ -550,10 +550,10 @@ def _chunk_bwd_kernel(
         a_m = b_a * e_am
         b_m = b_b * e_bm
         k_m = b_k * e_bm
-        L_ab = tl.where(strict, tl.dot(a_m, tl.trans(b_m), input_precision=PRECISION), 0.0)
-        L_ak = tl.where(strict, tl.dot(a_m, tl.trans(k_m), input_precision=PRECISION), 0.0)
-        Q_rb = tl.where(causal, tl.dot(r_m, tl.trans(b_m), input_precision=PRECISION), 0.0)
-        Q_rk = tl.where(causal, tl.dot(r_m, tl.trans(k_m), input_precision=PRECISION), 0.0)
+        L_ab = tl.where(strict, mm(a_m, tl.trans(b_m), PRECISION), 0.0)
+        L_ak = tl.where(strict, mm(a_m, tl.trans(k_m), PRECISION), 0.0)
+        Q_rb = tl.where(causal, mm(r_m, tl.trans(b_m), PRECISION), 0.0)
+        Q_rk = tl.where(causal, mm(r_m, tl.trans(k_m), PRECISION), 0.0)
         T_inv = unit_lower_inverse(L_ab, C, PRECISION)
         e_cw = tl.exp(cw)
         e_cwp = tl.exp(cw_prev)
@@ -563,42 +563,42 @@ def _chunk_bwd_kernel(
         r_dec = b_r * e_cw
         b_end = b_b * to_end
         k_end = b_k * to_end
-        rhs = tl.dot(a_dec, S0, input_precision=PRECISION) + tl.dot(L_ak, b_v, input_precision=PRECISION)
-        u = tl.dot(T_inv, rhs, input_precision=PRECISION)                       # [C, V]
+        rhs = mm(a_dec, S0, PRECISION) + mm(L_ak, b_v, PRECISION)
+        u = mm(T_inv, rhs, PRECISION)                       # [C, V]
 
         # ---- S_C = dec_end * S_0 + B_end^T u + K_end^T v
-        du = tl.dot(b_end, dS, input_precision=PRECISION)                          # [C, V]
-        b_dv = tl.dot(k_end, dS, input_precision=PRECISION)                        # [C, V]
-        d_b_end = tl.dot(u, tl.trans(dS), input_precision=PRECISION)               # [C, K]
-        d_k_end = tl.dot(b_v, tl.trans(dS), input_precision=PRECISION)             # [C, K]
+        du = mm(b_end, dS, PRECISION)                          # [C, V]
+        b_dv = mm(k_end, dS, PRECISION)                        # [C, V]
+        d_b_end = mm(u, tl.trans(dS), PRECISION)               # [C, K]
+        d_k_end = mm(b_v, tl.trans(dS), PRECISION)             # [C, K]
         d_dec_end = tl.sum(S0 * dS, 1)                                             # [K]
         dS0 = dec_end[:, None] * dS
         # ---- o = scale * (R_dec S_0 + Q_rb u + Q_rk v)   (scale is folded into dO)
-        dS0 += tl.dot(tl.trans(r_dec), dO, input_precision=PRECISION)
-        d_r_dec = tl.dot(dO, tl.trans(S0), input_precision=PRECISION)              # [C, K]
-        dQ_rb = tl.where(causal, tl.dot(dO, tl.trans(u), input_precision=PRECISION), 0.0)
-        dQ_rk = tl.where(causal, tl.dot(dO, tl.trans(b_v), input_precision=PRECISION), 0.0)
-        du += tl.dot(tl.trans(Q_rb), dO, input_precision=PRECISION)
-        b_dv += tl.dot(tl.trans(Q_rk), dO, input_precision=PRECISION)
+        dS0 += mm(tl.trans(r_dec), dO, PRECISION)
+        d_r_dec = mm(dO, tl.trans(S0), PRECISION)              # [C, K]
+        dQ_rb = tl.where(causal, mm(dO, tl.trans(u), PRECISION), 0.0)
+        dQ_rk = tl.where(causal, mm(dO, tl.trans(b_v), PRECISION), 0.0)
+        du += mm(tl.trans(Q_rb), dO, PRECISION)
+        b_dv += mm(tl.trans(Q_rk), dO, PRECISION)
         # ---- u = (I - L_ab)^{-1} rhs:  d rhs = (I - L_ab)^{-T} du,  d L_ab = d rhs u^T
-        drhs = tl.dot(tl.trans(T_inv), du, input_precision=PRECISION)
-        dL_ab = tl.where(strict, tl.dot(drhs, tl.trans(u), input_precision=PRECISION), 0.0)
+        drhs = mm(tl.trans(T_inv), du, PRECISION)
+        dL_ab = tl.where(strict, mm(drhs, tl.trans(u), PRECISION), 0.0)
         # ---- rhs = A_dec S_0 + L_ak v
-        dS0 += tl.dot(tl.trans(a_dec), drhs, input_precision=PRECISION)
-        d_a_dec = tl.dot(drhs, tl.trans(S0), input_precision=PRECISION)           # [C, K]
-        dL_ak = tl.where(strict, tl.dot(drhs, tl.trans(b_v), input_precision=PRECISION), 0.0)
-        b_dv += tl.dot(tl.trans(L_ak), drhs, input_precision=PRECISION)
+        dS0 += mm(tl.trans(a_dec), drhs, PRECISION)
+        d_a_dec = mm(drhs, tl.trans(S0), PRECISION)           # [C, K]
+        dL_ak = tl.where(strict, mm(drhs, tl.trans(b_v), PRECISION), 0.0)
+        b_dv += mm(tl.trans(L_ak), drhs, PRECISION)
         tl.store(dv + base_v + rows[:, None] * H * V + o_v[None, :], b_dv.to(dv.dtype.element_ty),
                  mask=m_rows_v)
         dS = dS0                                            # hand the gradient to the previous chunk
 
         # ---- through the mid-factorised pair products (Q = r_m b_m^T etc.)
-        d_r_m = tl.dot(dQ_rb, b_m, input_precision=PRECISION) + tl.dot(dQ_rk, k_m, input_precision=PRECISION)
-        d_a_m = tl.dot(dL_ab, b_m, input_precision=PRECISION) + tl.dot(dL_ak, k_m, input_precision=PRECISION)
-        d_b_m = tl.dot(tl.trans(dQ_rb), r_m, input_precision=PRECISION)
-        d_b_m += tl.dot(tl.trans(dL_ab), a_m, input_precision=PRECISION)
-        d_k_m = tl.dot(tl.trans(dQ_rk), r_m, input_precision=PRECISION)
-        d_k_m += tl.dot(tl.trans(dL_ak), a_m, input_precision=PRECISION)
+        d_r_m = mm(dQ_rb, b_m, PRECISION) + mm(dQ_rk, k_m, PRECISION)
+        d_a_m = mm(dL_ab, b_m, PRECISION) + mm(dL_ak, k_m, PRECISION)
+        d_b_m = mm(tl.trans(dQ_rb), r_m, PRECISION)
+        d_b_m += mm(tl.trans(dL_ab), a_m, PRECISION)
+        d_k_m = mm(tl.trans(dQ_rk), r_m, PRECISION)
+        d_k_m += mm(tl.trans(dL_ak), a_m, PRECISION)
 
         # ---- back to r, a, b, k (each enters through a decayed copy and a mid-scaled copy)
         b_dr = d_r_dec * e_cw + d_r_m * e_rm
