@@ -260,7 +260,7 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noise, *,
-                  lr: float, ema_decay: float, grad_clip: float, use_bf16: bool, text_pad_multiple: int = 16):
+                  lr: float, ema_decay: float, grad_clip: float, use_bf16: bool, text_pad_multiple: int):
     """One optimizer step on a (local) batch: encode text, eq. 17 loss, backward, clip,
     AdamW, EMA. ``net`` is the model or its DDP/compiled wrapper; ``model`` the plain module.
     Returns the loss and the gradient norm as tensors (reading them would sync the GPU)."""
