@@ -66,6 +66,9 @@ class TrainConfig:
     cross_mode: str = "prefix"      # CrossWKV variant to train ("paper" or "prefix")
     init: str = "rwkv7"             # "rwkv7" reference init or the paper's "xavier"
     data: str = "shapes"            # "shapes" (procedural, dir7.data) or a folder of the user's images
+    kind_weights: str = ""          # shapes only: scene-kind mix as "kind=weight,...", e.g. "counting=3" to
+                                    # show more of a task the model fails; unlisted kinds keep
+                                    # dir7.data.DEFAULT_KIND_WEIGHTS, 0 drops a kind
     batch_size: int = 128           # global batch, split evenly over processes
     steps: int = 20000              # optimizer steps in total
     lr: float = 1e-4                # AdamW learning rate (the paper's 1e-4)
@@ -103,6 +106,26 @@ class TrainConfig:
             edits[name] = (value.lower() in ("1", "true", "yes")) if isinstance(current, bool) else type(current)(value)
         return dataclasses.replace(cfg, **edits)
 
+    def scene_kind_weights(self) -> dict[str, float]:
+        """``kind_weights`` parsed over the defaults; errors name the bad item."""
+        from .data import DEFAULT_KIND_WEIGHTS, KINDS
+
+        weights = dict(DEFAULT_KIND_WEIGHTS)
+        for item in filter(None, (part.strip() for part in self.kind_weights.split(","))):
+            name, sep, value = item.partition("=")
+            name = name.strip()
+            if not sep or name not in KINDS:
+                raise ValueError(f"kind weight {item!r}: expected kind=weight with a kind from {KINDS}")
+            try:
+                weights[name] = float(value)
+            except ValueError:
+                raise ValueError(f"kind weight {item!r}: {value!r} is not a number") from None
+            if not math.isfinite(weights[name]) or weights[name] < 0:
+                raise ValueError(f"kind weight {item!r}: weights must be finite and >= 0")
+        if not any(w > 0 for w in weights.values()):
+            raise ValueError(f"kind weights {self.kind_weights!r} leave no scene kind with a positive weight")
+        return weights
+
 
 # ---------------------------------------------------------------------------------------
 # Data
@@ -138,7 +161,8 @@ def make_loader(tc: TrainConfig, image_size: int, start: int, rank: int, world: 
 
     local_batch = tc.batch_size // world
     if tc.data == "shapes":
-        dataset = ShapesDataset("train", seed=tc.seed, image_size=image_size)
+        dataset = ShapesDataset("train", seed=tc.seed, image_size=image_size,
+                                kind_weights=tc.scene_kind_weights())
     else:
         dataset = EndlessShuffle(image_folder_dataset(tc.data, size=image_size), seed=tc.seed)
     sampler = IndexSampler(start=start, rank=rank, world_size=world)
@@ -308,6 +332,9 @@ def train(tc: TrainConfig) -> Path:
         raise ValueError(f"batch size {tc.batch_size} does not split evenly over {world} processes")
     if tc.text_pad_multiple < 1:
         raise ValueError(f"text_pad_multiple must be >= 1, got {tc.text_pad_multiple}")
+    if tc.kind_weights and tc.data != "shapes":
+        raise ValueError("--kind-weights mixes the procedural shapes scenes; it does not apply to a folder")
+    tc.scene_kind_weights()  # bad weights fail here, before the model is built
     use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
     out = Path(tc.out)
     ckpt = out / "checkpoint"

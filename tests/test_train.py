@@ -92,6 +92,28 @@ def test_cli_parses_into_the_config():
     assert not parse_args([]).compile
 
 
+def test_kind_weights_change_the_scene_mix_and_bad_ones_fail_clearly():
+    from dir7.data import DEFAULT_KIND_WEIGHTS
+
+    tc = parse_args(["--kind-weights", "counting=3, single_object=0"])
+    weights = tc.scene_kind_weights()
+    assert weights["counting"] == 3.0 and weights["single_object"] == 0.0
+    assert {k: v for k, v in weights.items() if k not in ("counting", "single_object")} == {
+        k: v for k, v in DEFAULT_KIND_WEIGHTS.items() if k not in ("counting", "single_object")}
+    assert TrainConfig().scene_kind_weights() == DEFAULT_KIND_WEIGHTS
+    # the loader draws only the kinds left with weight
+    only = ",".join(f"{k}={float(k == 'position')}" for k in DEFAULT_KIND_WEIGHTS)
+    loader = train_module.make_loader(TrainConfig(kind_weights=only, workers=0, batch_size=8), 64, 0, 0, 1)
+    assert {loader.dataset.sample(i).scene.kind for i in range(20)} == {"position"}
+    bad_items = (("countin=2", "kind=weight"), ("counting", "kind=weight"), ("counting=lots", "not a number"),
+                 ("counting=-1", ">= 0"), ("counting=nan", ">= 0"), (only.replace("=1.0", "=0"), "no scene kind"))
+    for bad, match in bad_items:
+        with pytest.raises(ValueError, match=match):
+            TrainConfig(kind_weights=bad).scene_kind_weights()
+    with pytest.raises(ValueError, match="folder"):
+        train(TrainConfig(kind_weights="counting=2", data="/nonexistent", device="cpu"))
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     common = ["--steps", "3", "--batch-size", "4", "--lr", "1e-3", "--warmup", "1", "--save-every", "3",
