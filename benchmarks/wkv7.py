@@ -560,6 +560,11 @@ def main() -> int:
     fla = load_fla()
     out = Path(args.out)
     result = json.loads(out.read_text()) if args.resume and out.is_file() else {}
+    if result:
+        # a resumed result is the earlier runs' work plus this one's: keep their log and command
+        LOG[:0] = [*result.get("log", []), f"--- resumed by: {command}"]
+        if result.get("command") not in (None, command):
+            result.setdefault("earlier_commands", []).append(result["command"])
 
     def save():
         result["command"] = command
