@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from .checkpoint import CONFIG_NAME, CheckpointError, atomic_directory_write, load_into, save_state_dict
-from .diffusion import SAMPLERS, make_scheduler, predicted_x0
+from .diffusion import SAMPLERS, make_scheduler, predicted_x0, step_kwargs
 from .model import DIR7Config, DIR7Model
 from .stats import StateStats, layer_head_stats
 from .text_encoder import TextEncoder
@@ -236,7 +236,7 @@ class DIR7Pipeline:
         # noise is drawn on the CPU so a seed means the same image on every device
         x = torch.randn(B, cfg.in_channels, S, S, generator=generator).to(self.device)
         x = x * scheduler.init_noise_sigma
-        step_kwargs = {"generator": generator} if sampler == "ddpm" else {}
+        extra = step_kwargs(sampler, generator)
 
         timesteps = scheduler.timesteps
         for i, t in enumerate(timesteps):
@@ -250,7 +250,7 @@ class DIR7Pipeline:
                 eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
                 states = [s[B:] for s in states]                         # conditional branch
             x0 = predicted_x0(x, eps, int(t), scheduler.alphas_cumprod)
-            x = scheduler.step(eps, t, x, **step_kwargs).prev_sample
+            x = scheduler.step(eps, t, x, **extra).prev_sample
             rms, srank = layer_head_stats(states)
             last = i == len(timesteps) - 1
             yield StepOutput(

@@ -30,6 +30,24 @@ def test_drop_captions_replaces_about_p_of_them():
     assert dir7.drop_captions(captions, 0.0) == captions
 
 
+@pytest.mark.parametrize("sampler", dir7.SAMPLERS)
+def test_a_sampling_step_from_pure_noise_keeps_the_noise_the_next_timestep_needs(sampler):
+    """At t = T-1 the x0 prediction is mostly amplified error and gets clipped; a sampler that
+    then steps along the unclipped eps (DDIM's default) drops the noise and the image goes wrong."""
+    from dir7.diffusion import step_kwargs
+
+    sched = dir7.make_scheduler(sampler)
+    sched.set_timesteps(25)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 3, 32, 32, generator=g)
+    t, t_next = sched.timesteps[:2]
+    eps = torch.zeros_like(x)  # a poor guess: an untrained model's output
+    x_next = sched.step(eps, t, x, **step_kwargs(sampler, g)).prev_sample
+    expected = (1 - sched.alphas_cumprod[int(t_next)]).sqrt().item()
+    assert torch.isfinite(x_next).all()
+    assert 0.8 * expected < x_next.std().item() < 1.25 * expected
+
+
 @pytest.mark.slow
 def test_tiny_model_overfits_one_image_caption_pair(text_encoder):
     """Loss on a fixed evaluation batch must fall at least 10x in a few hundred CPU steps."""
