@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import dir7
+from dir7.diffusion import step_kwargs
 from tests.conftest import tiny_config
 
 
@@ -34,8 +35,6 @@ def test_drop_captions_replaces_about_p_of_them():
 def test_a_sampling_step_from_pure_noise_keeps_the_noise_the_next_timestep_needs(sampler):
     """At t = T-1 the x0 prediction is mostly amplified error and gets clipped; a sampler that
     then steps along the unclipped eps (DDIM's default) drops the noise and the image goes wrong."""
-    from dir7.diffusion import step_kwargs
-
     sched = dir7.make_scheduler(sampler)
     sched.set_timesteps(25)
     g = torch.Generator().manual_seed(0)
