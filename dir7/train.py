@@ -78,6 +78,9 @@ class TrainConfig:
     grad_clip: float = 1.0          # max global gradient norm
     ema_decay: float = 0.999        # EMA of the weights; the EMA is what gets shipped
     text_dropout: float = 0.1       # fraction of captions replaced by "" (guidance)
+    snr_gamma: float = 0.0          # Min-SNR-gamma loss weights (5 in Hang et al. 2023): low-noise steps
+                                    # weigh min(SNR, gamma)/SNR, moving gradient toward the high-noise
+                                    # steps that decide layout; 0 = the paper's unweighted eq. 17
     seed: int = 0                   # model init, data stream and diffusion noise
     log_every: int = 50             # steps between log lines
     sample_every: int = 2000        # steps between sample grids (0: never)
@@ -284,7 +287,8 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
 
 
 def training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noise, *,
-                  lr: float, ema_decay: float, grad_clip: float, use_bf16: bool, text_pad_multiple: int):
+                  lr: float, ema_decay: float, grad_clip: float, use_bf16: bool, text_pad_multiple: int,
+                  snr_gamma: float = 0.0):
     """One optimizer step on a (local) batch: encode text, eq. 17 loss, backward, clip,
     AdamW, EMA. ``net`` is the model or its DDP/compiled wrapper; ``model`` the plain module.
     Returns the loss and the gradient norm as tensors (reading them would sync the GPU)."""
@@ -292,7 +296,8 @@ def training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noi
     # padding is masked out (the model is invariant to it); a compiled model sees few shapes
     text, mask = enc(captions, pad_to_multiple_of=text_pad_multiple)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        loss = diffusion_loss(net, images.to(device, non_blocking=True), text, mask, scheduler, t=t, noise=noise)
+        loss = diffusion_loss(net, images.to(device, non_blocking=True), text, mask, scheduler, t=t, noise=noise,
+                              snr_gamma=snr_gamma)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -332,6 +337,8 @@ def train(tc: TrainConfig) -> Path:
         raise ValueError(f"batch size {tc.batch_size} does not split evenly over {world} processes")
     if tc.text_pad_multiple < 1:
         raise ValueError(f"text_pad_multiple must be >= 1, got {tc.text_pad_multiple}")
+    if not (math.isfinite(tc.snr_gamma) and tc.snr_gamma >= 0):
+        raise ValueError(f"snr_gamma must be >= 0 (0 turns the weighting off), got {tc.snr_gamma}")
     if tc.kind_weights and tc.data != "shapes":
         raise ValueError("--kind-weights mixes the procedural shapes scenes; it does not apply to a folder")
     tc.scene_kind_weights()  # bad weights fail here, before the model is built
@@ -384,7 +391,7 @@ def train(tc: TrainConfig) -> Path:
         loss, grad_norm = training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noise,
                                         lr=lr_at(tc, step), ema_decay=ema_decay_at(tc, step + 1),
                                         grad_clip=tc.grad_clip, use_bf16=use_bf16,
-                                        text_pad_multiple=tc.text_pad_multiple)
+                                        text_pad_multiple=tc.text_pad_multiple, snr_gamma=tc.snr_gamma)
         step += 1
         seen += B
         pbar.update(1)

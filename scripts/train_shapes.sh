@@ -9,7 +9,8 @@
 # schedule), MINUTES (wall-clock limit of this invocation, 0 = none), BATCH, LR, WARMUP,
 # SCHEDULE (constant or cosine), COMPILE (1 = torch.compile), IMAGES (images per prompt in
 # eval), ABLATE_IMAGES (the same in the ablation's eval), INIT_FROM (start new runs from these
-# weights: dir7.train --init-from), KIND_WEIGHTS (the scene-kind mix: dir7.train --kind-weights).
+# weights: dir7.train --init-from), KIND_WEIGHTS (the scene-kind mix: dir7.train --kind-weights),
+# SNR_GAMMA (Min-SNR-gamma loss weights: dir7.train --snr-gamma).
 #
 # "ablate": phase 1 trains every mode side by side for ABLATE_MINUTES (the same GPU time for
 # each), scores each with ShapesEval at ABLATE_IMAGES per prompt (saved as report_ablation.json),
@@ -34,7 +35,7 @@ run_train() {  # mode minutes --compile|--no-compile
     python3 -m dir7.train --out "$RUNS/$1" --cross-mode "$1" --steps "$STEPS" --batch-size "$BATCH" \
         --lr "$LR" --warmup "$WARMUP" --lr-schedule "$SCHEDULE" --ema-decay 0.999 --workers 5 --sample-every 0 \
         --save-every 1000 --log-every 100 --time-limit-min "$2" --text-pad-multiple 48 ${INIT_FROM:+--init-from "$INIT_FROM"} \
-        ${KIND_WEIGHTS:+--kind-weights "$KIND_WEIGHTS"} "$3" \
+        ${KIND_WEIGHTS:+--kind-weights "$KIND_WEIGHTS"} ${SNR_GAMMA:+--snr-gamma "$SNR_GAMMA"} "$3" \
         >> "$RUNS/$1.train.log" 2>&1
 }
 

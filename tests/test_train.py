@@ -114,6 +114,13 @@ def test_kind_weights_change_the_scene_mix_and_bad_ones_fail_clearly():
         train(TrainConfig(kind_weights="counting=2", data="/nonexistent", device="cpu"))
 
 
+def test_snr_gamma_is_a_training_option_and_must_not_be_negative():
+    assert parse_args(["--snr-gamma", "5"]).snr_gamma == 5.0 and TrainConfig().snr_gamma == 0.0
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="snr_gamma"):
+            train(TrainConfig(snr_gamma=bad, device="cpu"))
+
+
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     common = ["--steps", "3", "--batch-size", "4", "--lr", "1e-3", "--warmup", "1", "--save-every", "3",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import dir7
-from dir7.diffusion import step_kwargs
+from dir7.diffusion import min_snr_weights, step_kwargs
 from tests.conftest import tiny_config
 
 
@@ -20,6 +20,42 @@ def test_loss_is_reproducible_with_a_generator():
     b = dir7.diffusion_loss(model, x0, text, mask, sched, torch.Generator().manual_seed(1))
     assert a.item() == b.item()
     assert abs(a.item() - 1.0) < 0.3  # zero output at init: the loss is the noise variance
+
+
+def test_min_snr_weighting_caps_only_the_low_noise_steps_and_splits_over_ranks():
+    cfg = tiny_config()
+    torch.manual_seed(0)
+    model = dir7.DIR7Model(cfg)
+    torch.nn.init.normal_(model.decoder[1].weight, std=0.1)  # a non-zero output, so losses differ per sample
+    sched = dir7.make_scheduler("ddpm", beta_schedule=cfg.beta_schedule)
+    x0 = torch.rand(6, 3, 16, 16) * 2 - 1
+    text, mask = torch.randn(6, 5, cfg.text_dim), torch.ones(6, 5, dtype=torch.bool)
+    noise = torch.randn(6, 3, 16, 16)
+    abar = sched.alphas_cumprod.double()
+    snr = abar / (1 - abar)
+    gamma = 5.0
+    high = torch.nonzero(snr <= gamma).flatten()  # noisy steps: weight 1
+    low = torch.nonzero(snr > 4 * gamma).flatten()  # clean steps: weight gamma / SNR
+    assert len(high) and len(low)
+
+    def loss(t, g=0.0, rows=slice(None)):
+        return dir7.diffusion_loss(model, x0[rows], text[rows], mask[rows], sched, t=t, noise=noise[rows],
+                                   snr_gamma=g)
+
+    t_high = high[torch.linspace(0, len(high) - 1, 6).long()]
+    assert torch.allclose(loss(t_high, gamma), loss(t_high))  # gamma 0 is the plain eq. 17
+    t_low = low[torch.linspace(0, len(low) - 1, 6).long()]
+    per_sample = torch.stack([loss(t_low[i:i + 1], 0.0, slice(i, i + 1)) for i in range(6)])
+    expected = (per_sample * (gamma / snr[t_low]).float()).mean()
+    assert torch.allclose(loss(t_low, gamma), expected, rtol=1e-5)
+    assert loss(t_low, gamma) < loss(t_low)
+    w = min_snr_weights(torch.arange(len(snr)), sched.alphas_cumprod, gamma)
+    assert torch.isfinite(w).all() and (w > 0).all() and (w <= 1).all()
+    assert torch.all(w[1:] >= w[:-1])  # noisier steps never weigh less
+    # the batch loss is the mean of per-sample terms: halves on two ranks average to it exactly
+    t_mix = torch.cat([t_high[:3], t_low[:3]])
+    halves = (loss(t_mix[:3], gamma, slice(0, 3)) + loss(t_mix[3:], gamma, slice(3, 6))) / 2
+    assert torch.allclose(loss(t_mix, gamma), halves, rtol=1e-5)
 
 
 def test_drop_captions_replaces_about_p_of_them():
