@@ -41,7 +41,7 @@ MAX_PROMPT_CHARS = 4000
 
 # Used only when the model's config does not name its own defaults (``pipe.info``).
 DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 4.0
+DEFAULT_GUIDANCE = 2.5
 DEFAULT_SAMPLER = "dpm++"
 DEFAULT_SEED = 0
 DEMO_PRESET = "dir7-demo"

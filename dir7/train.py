@@ -216,6 +216,24 @@ def save_training_state(path: Path, tc: TrainConfig, step: int, model, ema, opt,
     atomic_directory_write(path, write)
 
 
+SAMPLING_DEFAULTS = ("default_sampler", "default_steps", "default_guidance")
+
+
+def _checkpoint_config_path(path: Path) -> Path:
+    """The model config of a training checkpoint (its EMA pipeline's) or of a pipeline checkpoint."""
+    return path / "ema" / CONFIG_NAME if (path / "train_state.json").is_file() else path / CONFIG_NAME
+
+
+def sampling_defaults_of(path: Path) -> dict:
+    """The sampling defaults saved with a checkpoint ({} if it has no config). A warm start keeps
+    them: they were tuned for the weights it starts from (e.g. the shipped model's guidance)."""
+    config_path = _checkpoint_config_path(Path(path))
+    if not config_path.is_file():
+        return {}
+    saved = json.loads(config_path.read_text())
+    return {name: saved[name] for name in SAMPLING_DEFAULTS if name in saved}
+
+
 def load_initial_weights(path: Path, model, ema) -> None:
     """Warm start (``--init-from``): weights without the rest of a training state.
 
@@ -228,12 +246,12 @@ def load_initial_weights(path: Path, model, ema) -> None:
     """
     path = Path(path)
     is_training_checkpoint = (path / "train_state.json").is_file()
-    config_path = path / "ema" / CONFIG_NAME if is_training_checkpoint else path / CONFIG_NAME
+    config_path = _checkpoint_config_path(path)
     if config_path.is_file():
         # the shapes could match while the meaning differs (cross_mode, scan orders, init, text encoder)
         theirs = DIR7Config.from_dict(json.loads(config_path.read_text()), source=str(config_path)).to_dict()
         ours = model.config.to_dict()
-        free = {"notes", "text_dropout", "default_sampler", "default_steps", "default_guidance"}
+        free = {"notes", "text_dropout", *SAMPLING_DEFAULTS}
         differ = sorted(k for k in ours if k not in free and ours[k] != theirs[k])
         if differ:
             raise ValueError(f"--init-from {path}: its model differs from this run's in {differ} "
@@ -348,6 +366,8 @@ def train(tc: TrainConfig) -> Path:
     cfg = tc.model_config()
     command = "python -m dir7.train " + " ".join(sys.argv[1:])
     cfg = dataclasses.replace(cfg, notes={**cfg.notes, "train_command": command})
+    if tc.init_from:
+        cfg = dataclasses.replace(cfg, **sampling_defaults_of(Path(tc.init_from)))
 
     torch.manual_seed(tc.seed)  # identical init on every rank
     model = DIR7Model(cfg).to(device)

@@ -176,9 +176,15 @@ def test_init_from_starts_a_new_run_from_saved_weights_in_any_float_dtype(tmp_pa
     train_module.load_initial_weights(first / "ema", model, ema)
     assert_same(model.state_dict(), ema.state_dict())
 
-    # the new run starts at step 0 from those weights and trains on
+    # the new run starts at step 0 from those weights and trains on, keeping the sampling
+    # defaults tuned for them
+    tuned = json.loads((first / "ema" / "config.json").read_text())
+    tuned.update(default_guidance=1.75, default_steps=17, default_sampler="ddim")
+    (first / "ema" / "config.json").write_text(json.dumps(tuned))
     second = train(tiny_run(tmp_path / "second", steps=1, init_from=str(first)))
     assert json.loads((second / "train_state.json").read_text())["step"] == 1
+    kept = json.loads((second / "ema" / "config.json").read_text())
+    assert (kept["default_guidance"], kept["default_steps"], kept["default_sampler"]) == (1.75, 17, "ddim")
 
     # a model that differs in meaning, not only in shape, is refused by name
     with pytest.raises(ValueError, match="cross_mode"):
