@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -111,3 +115,16 @@ def test_tiny_model_overfits_one_image_caption_pair(text_encoder):
         opt.step()
     after = eval_loss()
     assert after < before / 10, f"loss went from {before:.3f} to {after:.3f}"
+
+
+def test_loss_by_timestep_script_reports_every_timestep_with_its_weight():
+    root = Path(__file__).resolve().parent.parent
+    res = subprocess.run([sys.executable, "benchmarks/loss_by_timestep.py", "--batch", "2", "--timesteps", "10,990"],
+                         cwd=root, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    rows = [line.split("|")[1:-1] for line in res.stdout.splitlines() if line.startswith("| ") and "abar" not in line]
+    assert [int(r[0]) for r in rows] == [10, 990]
+    mse = [float(r[3]) for r in rows]
+    weights = [float(r[4]) for r in rows]
+    assert all(0 <= m < 10 for m in mse)  # finite: NaN fails the comparison
+    assert weights[0] < 1 and weights[1] == 1
