@@ -47,7 +47,7 @@ def test_min_snr_weighting_caps_only_the_low_noise_steps_and_splits_over_ranks()
                                    snr_gamma=g)
 
     t_high = high[torch.linspace(0, len(high) - 1, 6).long()]
-    assert torch.allclose(loss(t_high, gamma), loss(t_high))  # gamma 0 is the plain eq. 17
+    assert torch.allclose(loss(t_high, gamma), loss(t_high))  # weight 1 where SNR <= gamma: plain eq. 17
     t_low = low[torch.linspace(0, len(low) - 1, 6).long()]
     per_sample = torch.stack([loss(t_low[i:i + 1], 0.0, slice(i, i + 1)) for i in range(6)])
     expected = (per_sample * (gamma / snr[t_low]).float()).mean()
