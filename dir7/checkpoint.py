@@ -93,13 +93,19 @@ def load_state_dict(directory: str | os.PathLike, prefix: str = "model") -> dict
     return state
 
 
-def load_into(model: torch.nn.Module, directory: str | os.PathLike, prefix: str = "model") -> None:
-    """Load a checkpoint into ``model``, naming the file of any missing or mismatched tensor."""
+def load_into(
+    model: torch.nn.Module, directory: str | os.PathLike, prefix: str = "model", new_modules: tuple[str, ...] = ()
+) -> None:
+    """Load a checkpoint into ``model``, naming the file of any missing or mismatched tensor.
+
+    ``new_modules``: name prefixes (e.g. ``"text_pool."``) of tensors the checkpoint may lack;
+    they keep the model's own values. Every other tensor must be there, with its shape.
+    """
     directory = Path(directory)
     state = load_state_dict(directory, prefix)
     weight_map = json.loads((directory / f"{prefix}.safetensors.index.json").read_text())["weight_map"]
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
+    missing = sorted(n for n in set(own) - set(state) if not n.startswith(tuple(new_modules)))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise CheckpointError(
@@ -113,4 +119,4 @@ def load_into(model: torch.nn.Module, directory: str | os.PathLike, prefix: str 
                 f"{directory / weight_map[name]}: tensor {name!r} has shape {tuple(tensor.shape)}, "
                 f"the model built from {CONFIG_NAME} expects {tuple(own[name].shape)}"
             )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict({**own, **state}, strict=True)

@@ -53,6 +53,9 @@ class DIR7Config:
     text_dim: int = 384           # per-token width of that encoder (MiniLM 384, CLIP-L 768)
     max_text_len: int = 77        # prompts are truncated to this many tokens (CLIP's 77)
     prepend_eot: bool = False     # the paper's <|endoftext|>-first trick
+    pooled_text: bool = False     # also add the prompt's mean text state to adaLN's conditioning (the global
+                                  # path of SD3 / DiT-style models): every token sees the whole prompt with
+                                  # no decay. Not in the paper, whose text enters through CrossWKV only
     # diffusion
     num_train_timesteps: int = 1000   # eq. 17's T
     beta_schedule: str = "squaredcos_cap_v2"  # diffusers name; cosine suits 64x64 pixels better than linear
@@ -221,6 +224,11 @@ class DIR7Model(nn.Module):
         self.patchify = nn.Conv2d(C, D, kernel_size=p, stride=p)
         self.t_embed = TimestepEmbedder(D)
         self.text_norm = nn.LayerNorm(cfg.text_dim)
+        # optional global text path into adaLN; its last layer starts at zero, so switching it on
+        # in a warm start leaves the source model's function unchanged (see dir7.train.GROWABLE)
+        self.text_pool = (
+            nn.Sequential(nn.Linear(cfg.text_dim, D), nn.SiLU(), nn.Linear(D, D)) if cfg.pooled_text else None
+        )
 
         # U-ViT: blocks [0, n_skip) feed skips to blocks (depth - n_skip, depth] in reverse
         self.n_skip = cfg.depth // 2
@@ -248,6 +256,9 @@ class DIR7Model(nn.Module):
         nn.init.zeros_(self.final_ada[1].bias)
         nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        if self.text_pool is not None:
+            nn.init.zeros_(self.text_pool[2].weight)
+            nn.init.zeros_(self.text_pool[2].bias)
         # the output starts at exactly zero (eps-MSE starts at 1); the conv gets gradient from step one
         nn.init.zeros_(self.decoder[1].weight)
         nn.init.zeros_(self.decoder[1].bias)
@@ -285,6 +296,11 @@ class DIR7Model(nn.Module):
         tok = tok + self.pos_embed.to(tok.dtype)
         text = self.text_norm(text_states)
         text_mask = text_mask.bool()
+        if self.text_pool is not None:
+            # mean over real tokens only, so padding never changes the output
+            keep = text_mask.to(text.dtype)[..., None]                # [B, L, 1]
+            pooled = (text * keep).sum(1) / keep.sum(1).clamp_min(1)  # [B, Dq]
+            c = c + self.text_pool(pooled)                            # [B, D]
 
         v_self = v_cross = None                                       # v_first, raster order
         skips, states = [], []

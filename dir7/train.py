@@ -218,6 +218,11 @@ def save_training_state(path: Path, tc: TrainConfig, step: int, model, ema, opt,
 
 SAMPLING_DEFAULTS = ("default_sampler", "default_steps", "default_guidance")
 
+# DIR7Config switches a warm start may turn on, with the modules they add. Each module's
+# output layer starts at zero, so the grown model computes exactly what its source did
+# (tested) and training then learns to use the new path.
+GROWABLE = {"pooled_text": "text_pool."}
+
 
 def _checkpoint_config_path(path: Path) -> Path:
     """The model config of a training checkpoint (its EMA pipeline's) or of a pipeline checkpoint."""
@@ -242,7 +247,10 @@ def load_initial_weights(path: Path, model, ema) -> None:
     (config.json + shards: the same weights go into the model and its EMA). Any float dtype
     is accepted (a half-precision copy is cast up). Unlike resuming, this is not exact: AdamW
     starts with fresh moments, so use a warm-up. Used for fine-tuning, and to carry a run
-    to another machine when the full optimizer state is too large to move.
+    to another machine when the full optimizer state is too large to move. The two models
+    must agree in every config field that changes the function, except that a ``GROWABLE``
+    switch may be on here and off there (e.g. ``--set pooled_text=true``): its new module
+    keeps its no-op initialisation.
     """
     path = Path(path)
     is_training_checkpoint = (path / "train_state.json").is_file()
@@ -253,14 +261,19 @@ def load_initial_weights(path: Path, model, ema) -> None:
         ours = model.config.to_dict()
         free = {"notes", "text_dropout", *SAMPLING_DEFAULTS}
         differ = sorted(k for k in ours if k not in free and ours[k] != theirs[k])
+        grown = [k for k in differ if k in GROWABLE and ours[k] and not theirs[k]]
+        new_modules = tuple(GROWABLE[k] for k in grown)
+        differ = [k for k in differ if k not in grown]
         if differ:
             raise ValueError(f"--init-from {path}: its model differs from this run's in {differ} "
                              f"(e.g. {differ[0]}: {theirs[differ[0]]!r} there, {ours[differ[0]]!r} here)")
+    else:
+        new_modules = ()
     if is_training_checkpoint:
-        load_into(model, path, prefix="model")
-        load_into(ema, path / "ema")
+        load_into(model, path, prefix="model", new_modules=new_modules)
+        load_into(ema, path / "ema", new_modules=new_modules)
     elif config_path.is_file():
-        load_into(model, path)
+        load_into(model, path, new_modules=new_modules)
         ema.load_state_dict(model.state_dict())
     else:
         raise FileNotFoundError(f"--init-from {path}: neither a training checkpoint (train_state.json) "

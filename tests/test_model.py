@@ -9,7 +9,7 @@ import torch
 
 import dir7
 from dir7.model import scan_permutation
-from tests.conftest import tiny_config
+from tests.conftest import randomize_zero_inits, tiny_config
 
 
 def expected_parameters(cfg: dir7.DIR7Config) -> int:
@@ -36,13 +36,16 @@ def expected_parameters(cfg: dir7.DIR7Config) -> int:
     total += 2 * Dq                                             # text LayerNorm
     total += 2 * D * D + 2 * D + D * p * p * C + p * p * C      # final adaLN + unpatchify
     total += C * 3 * 9 + 3                                      # conv decoder
+    if cfg.pooled_text:
+        total += Dq * D + D + D * D + D                         # pooled-text MLP into adaLN
     return total
 
 
 @pytest.mark.parametrize("preset", ["dir7-demo", "dir7-s"])
 @pytest.mark.parametrize("mode", ["prefix", "paper"])
-def test_presets_parameter_counts_and_shapes(preset, mode):
-    cfg = dir7.DIR7Config.from_preset(preset, cross_mode=mode)
+@pytest.mark.parametrize("pooled_text", [False, True])
+def test_presets_parameter_counts_and_shapes(preset, mode, pooled_text):
+    cfg = dir7.DIR7Config.from_preset(preset, cross_mode=mode, pooled_text=pooled_text)
     model = dir7.DIR7Model(cfg)
     assert model.num_parameters() == expected_parameters(cfg)
     if preset == "dir7-demo":
@@ -74,8 +77,9 @@ def test_dir7_s_forward_at_full_size():
     assert eps.shape == (1, 3, 64, 64)
 
 
-def test_adaln_zero_start_outputs_exactly_zero_and_all_parameters_get_gradient():
-    cfg = tiny_config()
+@pytest.mark.parametrize("pooled_text", [False, True])
+def test_adaln_zero_start_outputs_exactly_zero_and_all_parameters_get_gradient(pooled_text):
+    cfg = tiny_config(pooled_text=pooled_text)
     model = dir7.DIR7Model(cfg)
     x = torch.randn(2, 3, 16, 16)
     text = torch.randn(2, 5, cfg.text_dim)
@@ -91,6 +95,30 @@ def test_adaln_zero_start_outputs_exactly_zero_and_all_parameters_get_gradient()
         opt.step()
     dead = [n for n, p in model.named_parameters() if p.grad is None or torch.count_nonzero(p.grad) == 0]
     assert dead == []
+
+
+def test_pooled_text_ignores_padding_and_starts_as_a_no_op():
+    """The pooled path averages real tokens only; at init its output layer is zero, so it
+    adds nothing until trained (what lets a warm start switch it on)."""
+    cfg = tiny_config(pooled_text=True)
+    torch.manual_seed(0)
+    model = randomize_zero_inits(dir7.DIR7Model(cfg))
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([5, 700])
+    text = torch.randn(2, 4, cfg.text_dim)
+    padded = torch.cat([text, 100 * torch.randn(2, 3, cfg.text_dim)], dim=1)  # junk padding
+    mask = torch.tensor([[True] * 4 + [False] * 3] * 2)
+    with torch.no_grad():
+        eps = model(x, t, text)
+        torch.testing.assert_close(model(x, t, padded, mask), eps, rtol=1e-5, atol=1e-6)
+        # the pooled path really carries the prompt: without it the output changes
+        without = dataclasses.replace(cfg, pooled_text=False)
+        plain = dir7.DIR7Model(without)
+        plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("text_pool.")})
+        assert (plain(x, t, text) - eps).abs().max() > 1e-4
+        # at its zero initialisation the path is exactly a no-op
+        torch.nn.init.zeros_(model.text_pool[2].weight)
+        torch.nn.init.zeros_(model.text_pool[2].bias)
+        assert torch.equal(model(x, t, text), plain(x, t, text))
 
 
 @pytest.mark.parametrize("order", dir7.model.SCAN_ORDERS)

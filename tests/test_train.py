@@ -194,6 +194,29 @@ def test_init_from_starts_a_new_run_from_saved_weights_in_any_float_dtype(tmp_pa
         train_module.load_initial_weights(tmp_path, model, ema)
 
 
+def test_a_warm_start_may_switch_pooled_text_on_and_computes_what_its_source_did(tmp_path):
+    first = train(tiny_run(tmp_path / "first", steps=2))
+    grown_cfg = tiny_run(tmp_path, model_overrides=[*TINY, "pooled_text=true"]).model_config()
+    assert grown_cfg.pooled_text
+    source = DIR7Model(tiny_run(tmp_path).model_config())
+    train_module.load_initial_weights(first / "ema", source, copy.deepcopy(source))
+    for init_from in (first, first / "ema"):  # a training checkpoint and a pipeline checkpoint
+        grown = DIR7Model(grown_cfg)
+        grown_ema = copy.deepcopy(grown)
+        train_module.load_initial_weights(init_from, grown, grown_ema)
+        x, t, text = torch.randn(2, 3, 64, 64), torch.tensor([3, 600]), torch.randn(2, 5, grown_cfg.text_dim)
+        with torch.no_grad():
+            assert torch.equal(grown_ema(x, t, text), source(x, t, text))
+    # and trains on with the new path, which then learns
+    second = train(tiny_run(tmp_path / "second", steps=2, init_from=str(first),
+                            model_overrides=[*TINY, "pooled_text=true"]))
+    assert json.loads((second / "ema" / "config.json").read_text())["pooled_text"] is True
+    assert torch.count_nonzero(tensors(second, "model")["text_pool.2.weight"]) > 0
+    # switching a path off would drop trained weights: refused by name
+    with pytest.raises(ValueError, match="pooled_text"):
+        train_module.load_initial_weights(second, source, copy.deepcopy(source))
+
+
 @pytest.mark.slow
 def test_padding_captions_to_a_longer_multiple_does_not_change_training(tmp_path):
     """--text-pad-multiple only fixes the padded text length (one compile for a compiled
