@@ -77,8 +77,9 @@ def drop_captions(captions: list[str], p: float, generator: torch.Generator | No
 def min_snr_weights(t: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-gamma weights of the eps-prediction loss: min(SNR_t, gamma) / SNR_t, SNR = abar / (1 - abar).
 
-    Why: the plain eps loss is largest at the lowest noise levels (shipped model, shapes
-    batch: 0.0043 at t = 10, at most 0.0014 elsewhere; benchmarks/loss_by_timestep.py),
+    Why: the plain eps loss is largest at the lowest noise levels (dir7-shapes after its
+    plain-loss stages, shapes batch: 0.0043 at t = 10, at most 0.0014 elsewhere;
+    benchmarks/loss_by_timestep.py),
     where the x0 it implies is nearly exact anyway, while layout (which objects, how many)
     is decided at high noise, where a small eps error is a large x0 error (x0 error = eps
     error / sqrt(SNR)). Capping the weight of the low-noise steps (SNR > gamma) moves the
