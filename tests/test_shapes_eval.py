@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from dir7.eval import (
     TASKS,
     detect_objects,
     evaluate,
+    failure_kind,
     load_prompts,
     metadata_split,
     scene_for_metadata,
@@ -27,6 +31,8 @@ from dir7.eval import (
 from dir7.eval.__main__ import main as cli_main
 from dir7.eval.make_prompts import build_prompts
 from dir7.eval.shapes import check_clauses
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _agrees(scene: Scene, image) -> bool:
@@ -144,6 +150,44 @@ def test_position_color_and_count_clauses():
     assert score_image(two, _md("counting", [{**circ, "count": 2}], [{**circ, "count": 3}]))[0]
     assert not score_image(two, _md("counting", [circ], [{**circ, "count": 2}]))[0]
     assert not score_image(two, _md("counting", [{**circ, "count": 3}], [{**circ, "count": 4}]))[0]
+
+
+def test_every_reason_the_clauses_give_has_its_failure_kind():
+    """benchmarks/shapes_failures.py counts failures by kind: each reason check_clauses
+    writes must map to the kind it describes (a new reason format fails here)."""
+    img = _scene(RED_CIRCLE_LEFT, BLUE_SQUARE_RIGHT)
+    sq, circ = {"class": "square", "count": 1}, {"class": "circle", "count": 1}
+
+    def kinds(include, exclude=()):
+        ok, details = score_image(img, _md("position", include, list(exclude)))
+        assert not ok
+        return [failure_kind(r) for r in details["reasons"]]
+
+    assert kinds([{**circ, "color": "blue"}]) == ["missing"]
+    assert kinds([{**circ, "count": 2}]) == ["too_few"]
+    assert kinds([{"class": "star", "count": 1}, {**circ, "position": ["left of", 0]}]) == ["missing", "no_target"]
+    assert kinds([sq, {**circ, "position": ["right of", 0]}]) == ["misplaced"]
+    assert kinds([circ], [{**circ, "count": 1}]) == ["too_many"]
+    with pytest.raises(ValueError, match="not a ShapesEval failure reason"):
+        failure_kind("the image is too pretty")
+
+
+def test_failure_analysis_script_accounts_for_every_failed_image(tmp_path):
+    report = json.loads((ROOT / "checkpoints/dir7-shapes/shapes_eval.json").read_text())
+    out = tmp_path / "failures.json"
+    res = subprocess.run([sys.executable, "benchmarks/shapes_failures.py", "--json", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(out.read_text())
+    assert summary["images"] == len(report["images"])
+    for task, row in summary["tasks"].items():
+        failed = [r for r in report["images"] if r["tag"] == task and not r["passed"]]
+        assert row["failed"] == len(failed)
+        assert sum(row[k] for k in ("missing", "too_few", "no_target", "misplaced", "too_many")) == sum(
+            len(r["reasons"]) for r in failed)
+    bad = subprocess.run([sys.executable, "benchmarks/shapes_failures.py", str(tmp_path / "nope.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "not a ShapesEval report" in bad.stderr
 
 
 def test_detection_reports_shape_color_size_and_box():

@@ -34,6 +34,7 @@ import functools
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -358,6 +359,27 @@ def check_clauses(objects: Sequence[DetectedObject], md: dict) -> tuple[bool, li
         if n >= req["count"]:
             reasons.append(f"expected {_describe(req)}<{req['count']}, found {n}")
     return not reasons, reasons
+
+
+# The kinds of reason check_clauses writes, matched in order (a missing object is the
+# "found 0" case of too few). Kept beside check_clauses: a new reason format must be added here.
+FAILURE_KINDS = (
+    ("missing", re.compile(r"expected .+>=\d+, found 0\b")),
+    ("too_few", re.compile(r"expected .+>=\d+, found \d+")),
+    ("no_target", re.compile(r"no target for .+ to be ")),
+    ("misplaced", re.compile(r"expected .+ target, found ")),
+    ("too_many", re.compile(r"expected .+<\d+, found \d+")),
+)
+
+
+def failure_kind(reason: str) -> str:
+    """The kind of one failure reason of :func:`check_clauses`: missing (no matching
+    object), too_few, no_target (a position clause whose target is missing), misplaced
+    (present, wrong relation) or too_many (an exclude clause)."""
+    for kind, pattern in FAILURE_KINDS:
+        if pattern.match(reason):
+            return kind
+    raise ValueError(f"not a ShapesEval failure reason: {reason!r}")
 
 
 def score_image(image: Image.Image | np.ndarray, metadata: dict) -> tuple[bool, dict]:

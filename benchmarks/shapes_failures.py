@@ -1,0 +1,78 @@
+"""Why ShapesEval images fail: failure reasons counted by task and kind, over one or more reports.
+
+    python benchmarks/shapes_failures.py [REPORT.json ...]     # default: the shipped model's seed-0 report
+
+A report is what ``python -m dir7.eval shapes --out REPORT.json`` writes. The README's failure
+analysis of the shipped model is this script over its four GPU runs (seeds 0-3, the command
+in ``checkpoints/dir7-shapes/stage_evals.json``). Kinds (``dir7.eval.failure_kind``): missing
+(no object matches a clause), too_few, no_target (a position clause whose target is
+missing), misplaced (present, wrong relation), too_many (an exclude clause: more than asked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dir7.eval import TASKS, failure_kind
+
+ROOT = Path(__file__).resolve().parent.parent
+KINDS = ("missing", "too_few", "no_target", "misplaced", "too_many")
+
+
+def draws_one_shape_twice(record: dict) -> bool:
+    """A failed image with a clause's object missing while some shape appears twice or more
+    ("a circle and a square" -> two squares)."""
+    shapes = Counter(o["shape"] for o in record["objects"])
+    missing = any(failure_kind(r) == "missing" for r in record["reasons"])
+    return missing and any(n >= 2 for n in shapes.values())
+
+
+def summarize(records: list[dict]) -> dict:
+    """Per task: images, failed images, reason counts by kind; plus images with no object."""
+    out = {task: {"images": 0, "failed": 0, **dict.fromkeys(KINDS, 0), "one_shape_twice": 0} for task in TASKS}
+    empty = 0
+    for rec in records:
+        row = out[rec["tag"]]
+        row["images"] += 1
+        empty += not rec["objects"] and not rec["unknown"]
+        if rec["passed"]:
+            continue
+        row["failed"] += 1
+        for reason in rec["reasons"]:
+            row[failure_kind(reason)] += 1
+        row["one_shape_twice"] += draws_one_shape_twice(rec)
+    return {"tasks": out, "images": len(records), "no_object_at_all": empty}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("reports", nargs="*", default=[str(ROOT / "checkpoints/dir7-shapes/shapes_eval.json")])
+    ap.add_argument("--json", help="also write the summary here")
+    args = ap.parse_args()
+
+    records = []
+    for path in args.reports:
+        try:
+            records += json.loads(Path(path).read_text())["images"]
+        except (OSError, json.JSONDecodeError, KeyError) as e:
+            ap.error(f"{path}: not a ShapesEval report ({e})")
+    summary = summarize(records)
+
+    cols = ("images", "failed", *KINDS, "one_shape_twice")
+    print(f"{len(args.reports)} report(s), {summary['images']} images; "
+          f"no object at all in {summary['no_object_at_all']}")
+    print("| task | " + " | ".join(cols) + " |")
+    print("|---" * (len(cols) + 1) + "|")
+    for task, row in summary["tasks"].items():
+        print(f"| {task} | " + " | ".join(str(row[c]) for c in cols) + " |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
