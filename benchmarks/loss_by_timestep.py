@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from dir7 import DIR7Pipeline, make_scheduler
+from dir7 import DIR7Pipeline, diffusion_loss, make_scheduler
 from dir7.data import ShapesDataset, collate
 from dir7.diffusion import min_snr_weights
 
@@ -44,10 +44,9 @@ def main() -> None:
     with torch.no_grad():
         for step in (int(s) for s in args.timesteps.split(",")):
             t = torch.full((args.batch,), step)
-            eps = model(sched.add_noise(images.float(), noise, t), t, text, mask)
+            mse = float(diffusion_loss(model, images, text, mask, sched, t=t, noise=noise))
             abar = float(sched.alphas_cumprod[step])
             weight = float(min_snr_weights(t[:1], sched.alphas_cumprod, args.snr_gamma))
-            mse = float((eps.float() - noise).square().mean())
             print(f"| {step} | {abar:.4f} | {abar / (1 - abar):.3g} | {mse:.5f} | {weight:.3g} |")
 
 

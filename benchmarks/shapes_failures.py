@@ -19,17 +19,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dir7.eval import TASKS, failure_kind
+from dir7.eval.shapes import FAILURE_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("missing", "too_few", "no_target", "misplaced", "too_many")
+KINDS = tuple(kind for kind, _ in FAILURE_KINDS)
 
 
-def draws_one_shape_twice(record: dict) -> bool:
-    """A failed image with a clause's object missing while some shape appears twice or more
-    ("a circle and a square" -> two squares)."""
+def draws_one_shape_twice(record: dict, kinds: list[str]) -> bool:
+    """A failed image (its reasons' ``kinds``) with a clause's object missing while some shape
+    appears twice or more ("a circle and a square" -> two squares)."""
     shapes = Counter(o["shape"] for o in record["objects"])
-    missing = any(failure_kind(r) == "missing" for r in record["reasons"])
-    return missing and any(n >= 2 for n in shapes.values())
+    return "missing" in kinds and any(n >= 2 for n in shapes.values())
 
 
 def summarize(records: list[dict]) -> dict:
@@ -43,9 +43,10 @@ def summarize(records: list[dict]) -> dict:
         if rec["passed"]:
             continue
         row["failed"] += 1
-        for reason in rec["reasons"]:
-            row[failure_kind(reason)] += 1
-        row["one_shape_twice"] += draws_one_shape_twice(rec)
+        kinds = [failure_kind(reason) for reason in rec["reasons"]]
+        for kind in kinds:
+            row[kind] += 1
+        row["one_shape_twice"] += draws_one_shape_twice(rec, kinds)
     return {"tasks": out, "images": len(records), "no_object_at_all": empty}
 
 

@@ -255,6 +255,7 @@ def load_initial_weights(path: Path, model, ema) -> None:
     path = Path(path)
     is_training_checkpoint = (path / "train_state.json").is_file()
     config_path = _checkpoint_config_path(path)
+    new_modules: tuple[str, ...] = ()
     if config_path.is_file():
         # the shapes could match while the meaning differs (cross_mode, scan orders, init, text encoder)
         theirs = DIR7Config.from_dict(json.loads(config_path.read_text()), source=str(config_path)).to_dict()
@@ -267,8 +268,6 @@ def load_initial_weights(path: Path, model, ema) -> None:
         if differ:
             raise ValueError(f"--init-from {path}: its model differs from this run's in {differ} "
                              f"(e.g. {differ[0]}: {theirs[differ[0]]!r} there, {ours[differ[0]]!r} here)")
-    else:
-        new_modules = ()
     if is_training_checkpoint:
         load_into(model, path, prefix="model", new_modules=new_modules)
         load_into(ema, path / "ema", new_modules=new_modules)
