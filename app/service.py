@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 import dir7
 
@@ -61,6 +61,26 @@ class GenerationRequest:
     guidance_scale: float
     seed: int
     sampler: str
+
+
+def png_text(request: GenerationRequest, model: str) -> dict[str, str]:
+    """How an image was made, kept as PNG text chunks in the final image (and its download).
+
+    It also keeps the page working: Gradio caches a PIL output under the hash of its encoded
+    bytes and rewrites that file in place, and the final image's pixels usually equal the last
+    x0 preview's. Without these chunks both share one cache file, rewritten while the browser
+    may still be reading the preview ("Too much data for declared Content-Length"), and the
+    final image can fail to load.
+    """
+    return {
+        "prompt": request.prompt,
+        "negative_prompt": request.negative_prompt or "",
+        "seed": str(request.seed),
+        "steps": str(request.num_inference_steps),
+        "guidance": f"{request.guidance_scale:g}",
+        "sampler": request.sampler,
+        "model": model,
+    }
 
 
 @dataclass
@@ -338,6 +358,8 @@ class DemoService:
                 rank_steps.append(_to_numpy(ev.stable_rank)[0])
                 timesteps.append(int(ev.timestep))
                 final = ev.images[0] if ev.images else None
+                if final is not None:
+                    final.info.update(png_text(request, self.pipe.name))
                 yield StepUpdate(
                     step=int(ev.step) + 1,
                     total=int(ev.total),
@@ -362,7 +384,11 @@ class DemoService:
         """Write the final image as PNG for download; keeps only the most recent files on disk."""
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
         path = self._tmp_dir / f"dir7_seed{request.seed}_{request.num_inference_steps}steps_{secrets.token_hex(4)}.png"
-        image.save(path, format="PNG")
+        pnginfo = PngImagePlugin.PngInfo()
+        for key, value in image.info.items():
+            if isinstance(value, str):
+                pnginfo.add_text(key, value)
+        image.save(path, format="PNG", pnginfo=pnginfo)
         with self._files_lock:
             self._recent_files.append(path)
             while len(self._recent_files) > 64:

@@ -222,6 +222,21 @@ def test_handler_streams_figures_and_a_downloadable_png(service):
         assert np.array_equal(np.asarray(f.convert("RGB")), _pixels(image))
 
 
+def test_the_final_image_and_its_png_say_how_they_were_made(service):
+    """The settings ride along as PNG text; they also make the final image's encoded bytes
+    differ from the last preview's, so Gradio never rewrites a cache file the page may be reading."""
+    from gradio.processing_utils import encode_pil_to_bytes
+
+    handler = make_generate_handler(service, min_update_interval_s=0)
+    outputs = list(handler("a red circle", "blurry", 3, 4.0, "ddim", 5, False))
+    preview, final, png = outputs[-2][0], outputs[-1][0], outputs[-1][5]
+    expected = {"prompt": "a red circle", "negative_prompt": "blurry", "seed": "5", "steps": "3",
+                "guidance": "4", "sampler": "ddim"}
+    with Image.open(png) as f:
+        assert {k: f.text[k] for k in expected} == expected and f.text["model"]
+    assert encode_pil_to_bytes(final) != encode_pil_to_bytes(preview)
+
+
 @pytest.mark.parametrize(
     "args",
     [
