@@ -332,6 +332,74 @@ class DIR7Model(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+# ---------------------------------------------------------------------------------------
+# Growing a trained model deeper
+# ---------------------------------------------------------------------------------------
+
+
+def grown_layout(depth: int, extra: int) -> list[int | None]:
+    """Where each block of a model grown from ``depth`` to ``depth + extra`` blocks comes from:
+    its index in the old model, or None for a new block.
+
+    Half the new blocks go after the old skip sources, half after the old middle, so that the
+    U-ViT skips pair every old block with its old partner and the new blocks with each other
+    (depth 7 + 4: [0, 1, 2, new, new, 3, new, new, 4, 5, 6])."""
+    if extra < 2 or extra % 2:
+        raise ValueError(f"a model grows by an even number (>= 2) of blocks, to keep its U-ViT skips paired; "
+                         f"got {extra}")
+    if depth < 2:
+        # block 0 makes the value-residual v_first that every later block mixes in, so it must
+        # stay first; with one block the new ones would have to go before it
+        raise ValueError(f"only a model of depth >= 2 can grow (its first block stays first); got depth {depth}")
+    n_skip, half = depth // 2, extra // 2
+    return [*range(n_skip), *[None] * half, *range(n_skip, depth - n_skip), *[None] * half,
+            *range(depth - n_skip, depth)]
+
+
+def grown_config(cfg: DIR7Config, extra: int) -> DIR7Config:
+    """``cfg`` with ``extra`` more blocks. Every old block keeps its scan order (``scan_orders``
+    becomes one entry per block); a new block takes the order of its position in the old cycle."""
+    n = len(cfg.scan_orders)
+    orders = [cfg.scan_orders[(pos if old is None else old) % n]
+              for pos, old in enumerate(grown_layout(cfg.depth, extra))]
+    return dataclasses.replace(cfg, depth=cfg.depth + extra, scan_orders=tuple(orders))
+
+
+@torch.no_grad()
+def grow_into(source: DIR7Model, target: DIR7Model) -> None:
+    """Copy a trained ``source`` into ``target``, built from ``grown_config(source.config, extra)``,
+    so that ``target`` computes exactly what ``source`` does.
+
+    The new blocks keep ``target``'s fresh initialisation, which is already the identity for
+    the residual stream (adaLN-Zero gates start at zero), except that a new block taking a U-ViT
+    skip must pass x through its skip projection unchanged: its projection becomes [I | 0].
+    Training then starts from the source's function with more capacity (a warm start with
+    ``python -m dir7.train --init-from ... --grow-depth extra``)."""
+    extra = target.config.depth - source.config.depth
+    expected = grown_config(source.config, extra).to_dict()
+    theirs = target.config.to_dict()
+    differ = sorted(k for k in expected if k != "notes" and expected[k] != theirs[k])
+    if differ:
+        raise ValueError(f"target model is not the source grown by {extra} blocks: it differs in {differ}")
+    layout = grown_layout(source.config.depth, extra)
+    position = {old: pos for pos, old in enumerate(layout) if old is not None}
+    state = target.state_dict()
+    for name, tensor in source.state_dict().items():
+        if name.startswith("blocks."):
+            _, index, rest = name.split(".", 2)
+            name = f"blocks.{position[int(index)]}.{rest}"
+        state[name] = tensor
+    D = source.config.dim
+    for pos, old in enumerate(layout):
+        proj = target.blocks[pos].skip_proj
+        if old is None and proj is not None:
+            identity = torch.zeros_like(proj.weight)                  # [D, 2D]: [x, skip] -> x
+            identity[:, :D] = torch.eye(D, dtype=identity.dtype, device=identity.device)
+            state[f"blocks.{pos}.skip_proj.weight"] = identity
+            state[f"blocks.{pos}.skip_proj.bias"] = torch.zeros_like(proj.bias)
+    target.load_state_dict(state)
+
+
 def count_parameters_by_part(model: DIR7Model) -> dict[str, int]:
     """Parameter counts grouped the way the README reports them."""
     parts = {"time_mix": 0, "cross_wkv": 0, "channel_mix": 0, "adaLN": 0, "skips": 0, "stem_decoder_embed": 0}
@@ -353,4 +421,5 @@ def count_parameters_by_part(model: DIR7Model) -> dict[str, int]:
     return parts
 
 
-__all__ = ["PRESETS", "DIR7Block", "DIR7Config", "DIR7Model", "count_parameters_by_part"]
+__all__ = ["PRESETS", "DIR7Block", "DIR7Config", "DIR7Model", "count_parameters_by_part", "grow_into",
+           "grown_config", "grown_layout"]

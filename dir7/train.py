@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CONFIG_NAME, atomic_directory_write, load_into, load_state_dict, save_state_dict
 from .diffusion import diffusion_loss, make_scheduler
-from .model import DIR7Config, DIR7Model
+from .model import DIR7Config, DIR7Model, grow_into, grown_config, grown_layout
 from .pipeline import DIR7Pipeline, image_grid
 from .text_encoder import TextEncoder
 
@@ -95,6 +95,8 @@ class TrainConfig:
     max_steps_this_run: int = 0     # stop after this many steps of this invocation (0: no limit)
     time_limit_min: float = 0.0     # stop (saving first) after this many minutes of this invocation (0: none)
     init_from: str = ""             # start a *new* run from these weights (see load_initial_weights); "" = random init
+    grow_depth: int = 0             # with init_from: train a model this many (even) blocks deeper, whose new
+                                    # blocks start as the identity (dir7.model.grow_into); 0 = same depth
 
     def model_config(self) -> DIR7Config:
         cfg = DIR7Config.from_preset(self.preset, cross_mode=self.cross_mode, init=self.init,
@@ -369,6 +371,10 @@ def train(tc: TrainConfig) -> Path:
         raise ValueError(f"text_pad_multiple must be >= 1, got {tc.text_pad_multiple}")
     if not (math.isfinite(tc.snr_gamma) and tc.snr_gamma >= 0):
         raise ValueError(f"snr_gamma must be >= 0 (0 turns the weighting off), got {tc.snr_gamma}")
+    if tc.grow_depth and not tc.init_from:
+        raise ValueError("--grow-depth deepens the --init-from model; give --init-from too")
+    if tc.grow_depth:
+        grown_layout(tc.model_config().depth, tc.grow_depth)  # an odd or negative count fails here
     if tc.kind_weights and tc.data != "shapes":
         raise ValueError("--kind-weights mixes the procedural shapes scenes; it does not apply to a folder")
     tc.scene_kind_weights()  # bad weights fail here, before the model is built
@@ -380,6 +386,10 @@ def train(tc: TrainConfig) -> Path:
     cfg = dataclasses.replace(cfg, notes={**cfg.notes, "train_command": command})
     if tc.init_from:
         cfg = dataclasses.replace(cfg, **sampling_defaults_of(Path(tc.init_from)))
+
+    source_cfg = cfg  # the --init-from model's config; a grown run trains a deeper one
+    if tc.grow_depth:
+        cfg = grown_config(cfg, tc.grow_depth)
 
     torch.manual_seed(tc.seed)  # identical init on every rank
     model = DIR7Model(cfg).to(device)
@@ -394,6 +404,13 @@ def train(tc: TrainConfig) -> Path:
     step = 0
     if (ckpt / "train_state.json").is_file():  # resuming this run wins over --init-from
         step = load_training_state(ckpt, model, ema, opt, generator)
+    elif tc.grow_depth:  # a resumed grown run is already deep (above); a new one grows its source
+        source = DIR7Model(source_cfg).to(device)
+        source_ema = copy.deepcopy(source)
+        load_initial_weights(Path(tc.init_from), source, source_ema)
+        grow_into(source, model)
+        grow_into(source_ema, ema)
+        del source, source_ema
     elif tc.init_from:
         load_initial_weights(Path(tc.init_from), model, ema)
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \

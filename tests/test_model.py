@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dir7
-from dir7.model import scan_permutation
+from dir7.model import grow_into, grown_config, grown_layout, scan_permutation
 from tests.conftest import randomize_zero_inits, tiny_config
 
 
@@ -119,6 +119,49 @@ def test_pooled_text_ignores_padding_and_starts_as_a_no_op():
         torch.nn.init.zeros_(model.text_pool[2].weight)
         torch.nn.init.zeros_(model.text_pool[2].bias)
         assert torch.equal(model(x, t, text), plain(x, t, text))
+
+
+@pytest.mark.parametrize("depth,extra", [(2, 2), (3, 4), (4, 2)])
+@pytest.mark.parametrize("mode", ["prefix", "paper"])
+def test_a_grown_model_computes_what_its_source_did_and_all_of_it_trains(depth, extra, mode):
+    cfg = tiny_config(depth=depth, cross_mode=mode, scan_orders=("row", "col_reverse", "col"))
+    torch.manual_seed(0)
+    source = randomize_zero_inits(dir7.DIR7Model(cfg))  # a "trained" model: every path is live
+    grown_cfg = grown_config(cfg, extra)
+    layout = grown_layout(depth, extra)
+    assert grown_cfg.depth == depth + extra == len(layout) == len(grown_cfg.scan_orders)
+    assert sorted(i for i in layout if i is not None) == list(range(depth))
+    for pos, old in enumerate(layout):  # every old block keeps its scan order
+        if old is not None:
+            assert grown_cfg.scan_orders[pos] == cfg.scan_orders[old % 3]
+    grown = dir7.DIR7Model(grown_cfg)
+    grow_into(source, grown)
+    x, t, text = torch.randn(2, 3, 16, 16), torch.tensor([5, 700]), torch.randn(2, 4, cfg.text_dim)
+    with torch.no_grad():
+        assert torch.equal(grown(x, t, text), source(x, t, text))
+    # the new blocks are not dead: after a few steps every parameter has had gradient
+    opt = torch.optim.SGD(grown.parameters(), lr=0.1)
+    for _ in range(4):
+        opt.zero_grad()
+        (grown(x, t, text) - x).square().mean().backward()
+        opt.step()
+    dead = [n for n, p in grown.named_parameters() if p.grad is None or torch.count_nonzero(p.grad) == 0]
+    assert dead == []
+
+
+def test_growing_needs_an_even_count_and_the_grown_config():
+    with pytest.raises(ValueError, match="even number"):
+        grown_layout(7, 3)
+    with pytest.raises(ValueError, match="even number"):
+        grown_layout(7, 0)
+    with pytest.raises(ValueError, match="depth >= 2"):
+        grown_layout(1, 2)  # block 0 makes v_first for the others, so nothing may go before it
+    assert grown_layout(7, 4) == [0, 1, 2, None, None, 3, None, None, 4, 5, 6]
+    source = dir7.DIR7Model(tiny_config(depth=2))
+    with pytest.raises(ValueError, match="scan_orders"):
+        grow_into(source, dir7.DIR7Model(tiny_config(depth=4)))  # deeper, but not by growing
+    with pytest.raises(ValueError, match="dim"):
+        grow_into(source, dir7.DIR7Model(grown_config(tiny_config(depth=2, dim=48), 2)))
 
 
 @pytest.mark.parametrize("order", dir7.model.SCAN_ORDERS)

@@ -217,6 +217,31 @@ def test_a_warm_start_may_switch_pooled_text_on_and_computes_what_its_source_did
         train_module.load_initial_weights(second, source, copy.deepcopy(source))
 
 
+def test_a_warm_start_may_grow_the_model_deeper_and_resumes_at_its_new_depth(tmp_path):
+    first = train(tiny_run(tmp_path / "first", steps=2))
+    source = DIR7Model(tiny_run(tmp_path).model_config())
+    train_module.load_initial_weights(first / "ema", source, copy.deepcopy(source))
+    # at lr 0 the grown run's weights stay where growing put them: the source's function
+    frozen = train(tiny_run(tmp_path / "frozen", steps=1, lr=0.0, warmup=0, init_from=str(first / "ema"),
+                            grow_depth=2))
+    grown = dir7_pipeline(frozen / "ema").model
+    assert grown.config.depth == 4
+    x, t, text = torch.randn(2, 3, 64, 64), torch.tensor([3, 600]), torch.randn(2, 5, grown.config.text_dim)
+    with torch.no_grad():
+        assert torch.equal(grown(x, t, text), source(x, t, text))
+    # an interrupted grown run, rerun with the same command, resumes at its grown depth exactly
+    run = dict(steps=4, save_every=2, init_from=str(first), grow_depth=2)
+    full = train(tiny_run(tmp_path / "full", **run))
+    train(tiny_run(tmp_path / "resumed", max_steps_this_run=2, **run))
+    resumed = train(tiny_run(tmp_path / "resumed", **run))
+    for prefix in ("model", "optimizer"):
+        assert_same(tensors(full, prefix), tensors(resumed, prefix))
+    with pytest.raises(ValueError, match="--init-from"):
+        train(tiny_run(tmp_path / "nothing", grow_depth=2))
+    with pytest.raises(ValueError, match="even number"):
+        train(tiny_run(tmp_path / "odd", init_from=str(first), grow_depth=1))
+
+
 @pytest.mark.slow
 def test_padding_captions_to_a_longer_multiple_does_not_change_training(tmp_path):
     """--text-pad-multiple only fixes the padded text length (one compile for a compiled
