@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +28,16 @@ INITS = ("rwkv7", "xavier")
 # ---------------------------------------------------------------------------------------
 # Config
 # ---------------------------------------------------------------------------------------
+
+
+def check_guidance_interval(interval, num_train_timesteps: int) -> tuple[int, int]:
+    """``(lo, hi)``: whole timesteps with ``0 <= lo <= hi < num_train_timesteps``, as a tuple; else ValueError."""
+    if (not isinstance(interval, list | tuple) or len(interval) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in interval)
+            or not 0 <= interval[0] <= interval[1] < num_train_timesteps):
+        raise ValueError(f"The guidance interval must be two whole timesteps lo <= hi from 0 to "
+                         f"{num_train_timesteps - 1}, got {interval!r}.")
+    return int(interval[0]), int(interval[1])
 
 
 @dataclass
@@ -64,10 +75,15 @@ class DIR7Config:
     default_sampler: str = "dpm++"
     default_steps: int = 25
     default_guidance: float = 2.5  # ShapesEval on dir7-demo: 1.5-2.5 beat 4 (0.49-0.50 vs 0.45)
+    default_guidance_interval: tuple[int, int] | None = None  # guide only at timesteps lo..hi (Kynkaanniemi
+                                  # et al. 2024), None = every step; outside it one conditional pass per step
     notes: dict[str, str] = field(default_factory=dict)  # provenance saved with the weights (training command, data)
 
     def __post_init__(self):
         self.scan_orders = tuple(self.scan_orders)
+        if self.default_guidance_interval is not None:  # JSON gives a list
+            self.default_guidance_interval = check_guidance_interval(self.default_guidance_interval,
+                                                                     self.num_train_timesteps)
         if self.dim % self.head_size:
             raise ValueError(f"dim ({self.dim}) must be a multiple of head_size ({self.head_size})")
         if self.image_size % self.patch_size:
@@ -99,6 +115,8 @@ class DIR7Config:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["scan_orders"] = list(self.scan_orders)
+        if self.default_guidance_interval is not None:
+            d["default_guidance_interval"] = list(self.default_guidance_interval)
         return d
 
     @classmethod

@@ -25,7 +25,7 @@ from PIL import Image
 
 from .checkpoint import CONFIG_NAME, CheckpointError, atomic_directory_write, load_into, save_state_dict
 from .diffusion import SAMPLERS, make_scheduler, predicted_x0, step_kwargs
-from .model import DIR7Config, DIR7Model
+from .model import DIR7Config, DIR7Model, check_guidance_interval
 from .stats import StateStats, layer_head_stats
 from .text_encoder import TextEncoder
 
@@ -147,7 +147,7 @@ class DIR7Pipeline:
             "name": self.name, "trained": self.trained, "params": self.model.num_parameters(),
             "cross_mode": cfg.cross_mode, "image_size": cfg.image_size, "text_encoder": cfg.text_encoder,
             "default_sampler": cfg.default_sampler, "default_steps": cfg.default_steps,
-            "default_guidance": cfg.default_guidance,
+            "default_guidance": cfg.default_guidance, "default_guidance_interval": cfg.default_guidance_interval,
             "status": cfg.notes.get("status", ""),  # e.g. how far the shipped model's training got
         }
 
@@ -155,7 +155,7 @@ class DIR7Pipeline:
 
     def check_inputs(
         self, prompt, negative_prompt=None, num_inference_steps=None, guidance_scale=None, seed=0,
-        sampler=None, num_images_per_prompt: int = 1,
+        sampler=None, num_images_per_prompt: int = 1, guidance_interval=None,
     ) -> None:
         """Raise ``ValueError`` with a message meant for a person, for anything we cannot sample."""
         prompts = [prompt] if isinstance(prompt, str) else prompt
@@ -184,6 +184,8 @@ class DIR7Pipeline:
             isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED
         ):
             raise ValueError(f"Seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}.")
+        if guidance_interval is not None:
+            check_guidance_interval(guidance_interval, max_steps)
         if sampler is not None and sampler not in SAMPLERS:
             raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
         if not (isinstance(num_images_per_prompt, numbers.Integral)
@@ -202,18 +204,28 @@ class DIR7Pipeline:
         seed: int | None = 0,
         sampler: str | None = None,
         num_images_per_prompt: int = 1,
+        guidance_interval: tuple[int, int] | None = None,
+        stats: bool = True,
     ) -> Iterator[StepOutput]:
         """Sample, yielding a :class:`StepOutput` after every denoising step.
 
         Defaults (None) come from the model's config. ``seed=None`` draws one; the seed used
         is in every event. Same inputs and seed give bit-identical images on the CPU.
+        ``guidance_interval=(lo, hi)`` applies the guidance only at timesteps lo <= t <= hi
+        (Kynkaanniemi et al. 2024); the other steps run the conditional branch alone, which
+        also halves their cost. The config's default interval is None: every step.
+        ``stats=False`` skips the x0 previews and the state statistics (empty in every event):
+        on a CPU they take most of a step's time, which a caller that wants only the images (the
+        evaluator) need not spend.
         """
         cfg = self.model.config
         num_inference_steps = cfg.default_steps if num_inference_steps is None else num_inference_steps
         guidance_scale = cfg.default_guidance if guidance_scale is None else guidance_scale
         sampler = cfg.default_sampler if sampler is None else sampler
+        guidance_interval = cfg.default_guidance_interval if guidance_interval is None else guidance_interval
         self.check_inputs(prompt, negative_prompt, num_inference_steps, guidance_scale, seed, sampler,
-                          num_images_per_prompt)
+                          num_images_per_prompt, guidance_interval)
+        lo, hi = (0, cfg.num_train_timesteps - 1) if guidance_interval is None else guidance_interval
         seed = secrets.randbelow(MAX_SEED + 1) if seed is None else int(seed)
 
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
@@ -241,20 +253,25 @@ class DIR7Pipeline:
         timesteps = scheduler.timesteps
         for i, t in enumerate(timesteps):
             x_in = scheduler.scale_model_input(x, t)
-            model_in = torch.cat([x_in, x_in]) if guided else x_in
+            guide = guided and lo <= int(t) <= hi
+            model_in = torch.cat([x_in, x_in]) if guide else x_in
             t_batch = torch.full((model_in.shape[0],), int(t), device=self.device)
-            eps, states = self.model(model_in, t_batch, text, mask, return_states=True)
-            if guided:
+            if guided and not guide:  # outside the interval: the conditional half of [uncond; cond] alone
+                out = self.model(model_in, t_batch, text[B:], mask[B:], return_states=stats)
+            else:
+                out = self.model(model_in, t_batch, text, mask, return_states=stats)
+            eps, states = out if stats else (out, [])
+            if guide:
                 eps_uncond, eps_cond = eps.chunk(2)
                 # guidance on all channels (DiT's reference code guided only the first three)
                 eps = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
                 states = [s[B:] for s in states]                         # conditional branch
-            x0 = predicted_x0(x, eps, int(t), scheduler.alphas_cumprod)
+            preview = to_pil(predicted_x0(x, eps, int(t), scheduler.alphas_cumprod)) if stats else []
             x = scheduler.step(eps, t, x, **extra).prev_sample
-            rms, srank = layer_head_stats(states)
+            rms, srank = layer_head_stats(states) if stats else (torch.empty(0), torch.empty(0))
             last = i == len(timesteps) - 1
             yield StepOutput(
-                step=i, total=len(timesteps), timestep=int(t), preview=to_pil(x0),
+                step=i, total=len(timesteps), timestep=int(t), preview=preview,
                 state_rms=rms.cpu(), stable_rank=srank.cpu(), seed=seed,
                 images=to_pil(x) if last else None,
             )
@@ -270,22 +287,25 @@ class DIR7Pipeline:
         num_images_per_prompt: int = 1,
         callback: Callable[[int, int, dict], None] | None = None,
         progress: bool = False,
+        guidance_interval: tuple[int, int] | None = None,
+        stats: bool = True,
     ) -> DIR7PipelineOutput:
         """Sample images. ``callback(step, total, info)`` runs after every step; ``info`` holds
         ``timestep``, ``preview`` (x0 prediction, PIL), ``state_rms`` and ``stable_rank``."""
-        stats = StateStats()
+        state_stats = StateStats()  # stays empty with stats=False
         events = self.steps(prompt, negative_prompt, num_inference_steps, guidance_scale, seed, sampler,
-                            num_images_per_prompt)
+                            num_images_per_prompt, guidance_interval, stats)
         if progress:
             from tqdm.auto import tqdm
 
             events = tqdm(events, total=num_inference_steps or self.model.config.default_steps, desc="sampling")
         for ev in events:
-            stats.append(ev.timestep, ev.state_rms, ev.stable_rank)
+            if stats:
+                state_stats.append(ev.timestep, ev.state_rms, ev.stable_rank)
             if callback is not None:
                 callback(ev.step, ev.total, {"timestep": ev.timestep, "preview": ev.preview,
                                              "state_rms": ev.state_rms, "stable_rank": ev.stable_rank})
-        return DIR7PipelineOutput(images=ev.images, state_stats=stats, seed=ev.seed)
+        return DIR7PipelineOutput(images=ev.images, state_stats=state_stats, seed=ev.seed)
 
 
 def _cat_text(*parts: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -68,6 +68,66 @@ def test_guidance_changes_the_image_and_scale_one_skips_the_unconditional_branch
     assert not np.array_equal(pixels(g1.images[0]), pixels(g4.images[0]))
 
 
+def test_guidance_interval_guides_only_inside_it(pipe, monkeypatch):
+    calls = []  # (timestep, batch) of every model call
+    forward = pipe.model.forward
+
+    def spy(x, t, *args, **kwargs):
+        calls.append((int(t[0]), x.shape[0]))
+        return forward(x, t, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.model, "forward", spy)
+    kw = dict(num_inference_steps=6, guidance_scale=4.0, seed=3, sampler="dpm++")
+    every = pipe("a red circle", **kw)
+    steps = [t for t, _ in calls]
+    calls.clear()
+    lo, hi = steps[4], steps[1]  # guide at the 2nd-5th of the 6 steps
+    part = pipe("a red circle", guidance_interval=(lo, hi), **kw)
+    assert calls == [(t, 2 if lo <= t <= hi else 1) for t in steps]
+    assert not torch.equal(part.state_stats.rms, every.state_stats.rms)  # (a random model's pixels saturate)
+    # the whole range is the same as no interval, bit for bit
+    whole = pipe("a red circle", guidance_interval=(0, pipe.model.config.num_train_timesteps - 1), **kw)
+    assert np.array_equal(pixels(whole.images[0]), pixels(every.images[0]))
+    assert torch.equal(whole.state_stats.rms, every.state_stats.rms)
+    # an interval that holds no step samples what guidance 1 does: the conditional branch alone,
+    # even though the prompt is padded to the (longer) negative prompt's length for the guided steps
+    monkeypatch.setattr(pipe.model, "forward", forward)
+    neg = "a long negative prompt with many more tokens than the prompt has"
+    none = pipe("a red circle", negative_prompt=neg, guidance_interval=(steps[1] + 1, steps[0] - 1), **kw)
+    plain = pipe("a red circle", **{**kw, "guidance_scale": 1.0})
+    assert np.abs(pixels(none.images[0]).astype(int) - pixels(plain.images[0]).astype(int)).max() <= 1
+
+
+def test_the_config_default_guidance_interval_is_used_saved_and_checked(pipe, tmp_path, monkeypatch):
+    cfg = pipe.model.config
+    assert cfg.default_guidance_interval is None  # the default: guide every step
+    saved = json.dumps({**cfg.to_dict(), "default_guidance_interval": [400, 999]})
+    sized = dir7.DIR7Config.from_dict(json.loads(saved))
+    assert sized.default_guidance_interval == (400, 999)
+    monkeypatch.setattr(cfg, "default_guidance_interval", (400, 999))
+    default = pipe("a star", num_inference_steps=4, guidance_scale=3.0, seed=2)
+    explicit = pipe("a star", num_inference_steps=4, guidance_scale=3.0, seed=2, guidance_interval=(400, 999))
+    assert np.array_equal(pixels(default.images[0]), pixels(explicit.images[0]))
+    assert pipe.info["default_guidance_interval"] == (400, 999)
+    pipe.save_pretrained(tmp_path / "m")
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["default_guidance_interval"] == [400, 999]
+    for bad in [(500, 400), (-1, 10), (0, 1000), (0.5, 10), (True, 10), (1, 2, 3), "0,999"]:
+        with pytest.raises(ValueError, match="guidance interval"):
+            pipe.check_inputs("a star", guidance_interval=bad)
+        with pytest.raises(ValueError, match="guidance interval"):
+            dir7.DIR7Config.from_dict({**cfg.to_dict(), "default_guidance_interval": bad})
+
+
+def test_sampling_without_stats_gives_the_same_images(pipe):
+    kw = dict(num_inference_steps=4, guidance_scale=3.0, seed=4, num_images_per_prompt=2)
+    full = pipe(["a red circle", "two stars"], **kw)
+    bare = pipe(["a red circle", "two stars"], stats=False, **kw)
+    assert all(np.array_equal(pixels(a), pixels(b)) for a, b in zip(full.images, bare.images))
+    assert full.state_stats.rms.shape[0] == 4 and bare.state_stats.rms.numel() == 0
+    events = list(pipe.steps("a star", stats=False, **kw))
+    assert all(e.preview == [] and e.state_rms.numel() == 0 for e in events) and len(events[-1].images) == 2
+
+
 def test_callback_and_streaming_steps_agree(pipe):
     seen = []
     out = pipe("a star", num_inference_steps=4, seed=5, callback=lambda i, n, info: seen.append((i, n, info)))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
+import dir7
 from dir7.data import COLORS, HELDOUT_PAIRS, SHAPES, Scene, SceneObject, make_sample, render_scene
 from dir7.eval import (
     PROMPTS_PATH,
@@ -31,6 +32,7 @@ from dir7.eval import (
 from dir7.eval.__main__ import main as cli_main
 from dir7.eval.make_prompts import build_prompts
 from dir7.eval.shapes import check_clauses
+from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -344,3 +346,19 @@ def test_cli_with_a_stand_in_model(tmp_path):
 def test_cli_errors_are_clear(tmp_path):
     with pytest.raises(SystemExit, match="prompt file not found"):
         cli_main(["shapes", "--oracle", "--prompts", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "r.json")])
+
+
+def test_cli_guidance_interval_reaches_the_sampler_and_bad_ones_fail_first(tmp_path, text_encoder, capsys):
+    ckpt = tmp_path / "tiny"
+    dir7.DIR7Pipeline(dir7.DIR7Model(tiny_config(image_size=32, patch_size=4)), text_encoder).save_pretrained(ckpt)
+    base = ["shapes", "--checkpoint", str(ckpt), "--device", "cpu", "--limit", "2", "--images-per-prompt", "1",
+            "--steps", "2"]
+    r = cli_main([*base, "--guidance-interval", "500,999", "--out", str(tmp_path / "r.json")])
+    assert r["settings"]["guidance_interval"] == (500, 999)
+    r = cli_main([*base, "--guidance-interval", "all", "--out", str(tmp_path / "r.json")])
+    assert r["settings"]["guidance_interval"] == "all"
+    with pytest.raises(SystemExit, match="guidance interval"):
+        cli_main([*base, "--guidance-interval", "900,100", "--out", str(tmp_path / "r.json")])
+    with pytest.raises(SystemExit):  # not two numbers: argparse's usage error
+        cli_main([*base, "--guidance-interval", "high", "--out", str(tmp_path / "r.json")])
+    assert "expected LO,HI" in capsys.readouterr().err
