@@ -63,7 +63,7 @@ class GenerationRequest:
     sampler: str
 
 
-def png_text(request: GenerationRequest, model: str) -> dict[str, str]:
+def png_text(request: GenerationRequest, model: str, guidance_interval=None) -> dict[str, str]:
     """How an image was made, kept as PNG text chunks in the final image (and its download).
 
     It also keeps the page working: Gradio caches a PIL output under the hash of its encoded
@@ -78,6 +78,8 @@ def png_text(request: GenerationRequest, model: str) -> dict[str, str]:
         "seed": str(request.seed),
         "steps": str(request.num_inference_steps),
         "guidance": f"{request.guidance_scale:g}",
+        # the model's default, written as dir7.eval's --guidance-interval takes it
+        "guidance_interval": "all" if guidance_interval is None else ",".join(str(int(v)) for v in guidance_interval),
         "sampler": request.sampler,
         "model": model,
     }
@@ -359,7 +361,7 @@ class DemoService:
                 timesteps.append(int(ev.timestep))
                 final = ev.images[0] if ev.images else None
                 if final is not None:
-                    final.info.update(png_text(request, self.pipe.name))
+                    final.info.update(png_text(request, self.pipe.name, self.info.get("default_guidance_interval")))
                 yield StepUpdate(
                     step=int(ev.step) + 1,
                     total=int(ev.total),

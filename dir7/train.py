@@ -218,7 +218,7 @@ def save_training_state(path: Path, tc: TrainConfig, step: int, model, ema, opt,
     atomic_directory_write(path, write)
 
 
-SAMPLING_DEFAULTS = ("default_sampler", "default_steps", "default_guidance")
+SAMPLING_DEFAULTS = ("default_sampler", "default_steps", "default_guidance", "default_guidance_interval")
 
 # DIR7Config switches a warm start may turn on, with the modules they add. Each module's
 # output layer starts at zero, so the grown model computes exactly what its source did
