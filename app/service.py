@@ -63,7 +63,9 @@ class GenerationRequest:
     sampler: str
 
 
-def png_text(request: GenerationRequest, model: str, guidance_interval=None) -> dict[str, str]:
+def png_text(
+    request: GenerationRequest, model: str, guidance_interval: tuple[int, int] | None = None
+) -> dict[str, str]:
     """How an image was made, kept as PNG text chunks in the final image (and its download).
 
     It also keeps the page working: Gradio caches a PIL output under the hash of its encoded
@@ -78,8 +80,7 @@ def png_text(request: GenerationRequest, model: str, guidance_interval=None) -> 
         "seed": str(request.seed),
         "steps": str(request.num_inference_steps),
         "guidance": f"{request.guidance_scale:g}",
-        # the model's default, written as dir7.eval's --guidance-interval takes it
-        "guidance_interval": "all" if guidance_interval is None else ",".join(str(int(v)) for v in guidance_interval),
+        "guidance_interval": dir7.format_guidance_interval(guidance_interval),  # the model's default
         "sampler": request.sampler,
         "model": model,
     }

@@ -27,17 +27,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from dir7.pipeline import format_guidance_interval, parse_guidance_interval
+
 ALL = "all"
 
 
-def parse_interval(text: str) -> str:
-    """'all' or 'LO,HI' (checked here, so a typo fails before any GPU work)."""
-    if text != ALL:
-        lo, hi = (int(v) for v in text.split(","))
-        from dir7.model import check_guidance_interval
-
-        check_guidance_interval((lo, hi), 1000)
+def interval_arg(text: str) -> str:
+    """'all' or 'LO,HI', kept as text (the runs' keys); a typo fails here, before any GPU work."""
+    try:
+        parse_guidance_interval(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+def span(interval: str, num_train_timesteps: int) -> tuple[int, int]:
+    """The timesteps an interval's text form guides."""
+    parsed = parse_guidance_interval(interval)
+    return (0, num_train_timesteps - 1) if parsed == ALL else parsed
 
 
 def key(guidance: float, interval: str, seed: int) -> str:
@@ -56,10 +63,10 @@ def _worker(device: str, checkpoint: str | None, images: int, batch: int, limit:
     prompts = load_prompts()[:limit]
     while (job := jobs.get()) is not None:
         guidance, interval, seed = job
-        span = (0, T - 1) if interval == ALL else tuple(int(v) for v in interval.split(","))
+        guided = span(interval, T)
 
-        def generate(texts, s, guidance=guidance, span=span):
-            return pipe(texts, guidance_scale=guidance, guidance_interval=span, seed=s, stats=False).images
+        def generate(texts, s, guidance=guidance, guided=guided):
+            return pipe(texts, guidance_scale=guidance, guidance_interval=guided, seed=s, stats=False).images
 
         t0 = time.perf_counter()
         r = evaluate(prompts, generate, images_per_prompt=images, seed=seed, batch_size=batch, progress=False)
@@ -115,7 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default=None, help="default: the shipped model")
     ap.add_argument("--guidance", type=float, nargs="+", default=[2.5, 4.0, 6.0, 9.0])
-    ap.add_argument("--intervals", type=parse_interval, nargs="+",
+    ap.add_argument("--intervals", type=interval_arg, nargs="+",
                     default=[ALL, "400,999", "600,999", "800,999", "200,799"])
     ap.add_argument("--val-seeds", type=int, nargs="+", default=[100, 101])
     ap.add_argument("--test-seeds", type=int, nargs="+", default=[0, 1, 2, 3])
@@ -130,10 +137,13 @@ def main() -> None:
     if set(args.val_seeds) & set(args.test_seeds):
         raise SystemExit("validation and test seeds must differ")
 
-    import dir7
+    from dir7.checkpoint import CONFIG_NAME
     from dir7.diffusion import make_scheduler
+    from dir7.model import DIR7Config
+    from dir7.pipeline import default_checkpoint
 
-    cfg = dir7.DIR7Pipeline.from_pretrained(args.checkpoint).model.config
+    # the model's sampling defaults and timesteps (the workers load the weights themselves)
+    cfg = DIR7Config.from_dict(json.loads((Path(args.checkpoint or default_checkpoint()) / CONFIG_NAME).read_text()))
     saved = json.loads(args.out.read_text()) if args.out.is_file() else {}
     done: dict = saved.get("runs", {})
 
@@ -142,7 +152,7 @@ def main() -> None:
     steps = [int(t) for t in sched.timesteps]
 
     def evals_per_image(interval: str) -> int:
-        lo, hi = (0, cfg.num_train_timesteps) if interval == ALL else (int(v) for v in interval.split(","))
+        lo, hi = span(interval, cfg.num_train_timesteps)
         return sum(2 if lo <= t <= hi else 1 for t in steps)
 
     tables = {k: saved[k] for k in ("validation", "test") if k in saved}
@@ -168,7 +178,7 @@ def main() -> None:
                    "evals_per_image": evals_per_image(i)} for g, i in ranked]
     save(validation=validation)
 
-    default = (cfg.default_guidance, ALL)
+    default = (cfg.default_guidance, format_guidance_interval(cfg.default_guidance_interval))
     finalists = list(dict.fromkeys([*ranked[: args.top], default]))
     run_jobs([(g, i, s) for g, i in finalists for s in args.test_seeds if key(g, i, s) not in done],
              args, done, save)

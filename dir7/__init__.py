@@ -22,7 +22,9 @@ from .pipeline import (
     DIR7PipelineOutput,
     StepOutput,
     default_checkpoint,
+    format_guidance_interval,
     image_grid,
+    parse_guidance_interval,
 )
 from .rwkv7 import ChannelMix, CrossWKV, LoRA, TimeMix
 from .stats import StateStats, layer_head_stats, stable_rank, state_rms
@@ -52,9 +54,11 @@ __all__ = [
     "default_checkpoint",
     "diffusion_loss",
     "drop_captions",
+    "format_guidance_interval",
     "image_grid",
     "layer_head_stats",
     "make_scheduler",
+    "parse_guidance_interval",
     "predicted_x0",
     "stable_rank",
     "state_rms",

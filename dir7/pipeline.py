@@ -41,6 +41,24 @@ def default_checkpoint() -> Path:
     return Path(os.environ.get("DIR7_CHECKPOINT", SHIPPED_CHECKPOINT))
 
 
+def parse_guidance_interval(text: str) -> tuple[int, int] | str:
+    """A guidance interval's text form (command lines, the demo's PNG text): ``"all"`` for every
+    step, or ``"LO,HI"`` -> ``(LO, HI)``. Only the form is checked here; the range is the model's
+    (``check_inputs``)."""
+    if text == "all":
+        return text
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected LO,HI (two whole timesteps) or 'all', got {text!r}") from None
+    return lo, hi
+
+
+def format_guidance_interval(interval: tuple[int, int] | None) -> str:
+    """The inverse of :func:`parse_guidance_interval`; None (every step) is ``"all"``."""
+    return "all" if interval is None else f"{int(interval[0])},{int(interval[1])}"
+
+
 def to_pil(x: torch.Tensor) -> list[Image.Image]:
     """``[B, 3, S, S]`` in [-1, 1] -> PIL images."""
     arr = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

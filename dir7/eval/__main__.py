@@ -24,13 +24,12 @@ Generate = Callable[[list[str], int], list[Image.Image]]
 
 
 def _interval(text: str) -> tuple[int, int] | str:
-    if text == "all":
-        return text
+    from ..pipeline import parse_guidance_interval
+
     try:
-        lo, hi = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LO,HI (two whole timesteps) or 'all', got {text!r}") from None
-    return lo, hi
+        return parse_guidance_interval(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
