@@ -444,9 +444,12 @@ def train(tc: TrainConfig) -> Path:
         step += 1
         seen += B
         pbar.update(1)
-        if tc.time_limit_min:
-            over = torch.tensor(float(time.perf_counter() - t_start > 60 * tc.time_limit_min))
-            if world > 1:  # every rank must stop at the same step: rank clocks differ
+        # every rank must stop at the same step (rank clocks differ), so with DDP the ranks agree
+        # by an all-reduce, on the GPU for NCCL; its .item() waits for the GPU, hence every 10 steps
+        if tc.time_limit_min and (world == 1 or step % 10 == 0):
+            over = torch.tensor(float(time.perf_counter() - t_start > 60 * tc.time_limit_min),
+                                device=device if world > 1 else "cpu")
+            if world > 1:
                 dist.all_reduce(over, op=dist.ReduceOp.MAX)
             if over.item():
                 stop_at = step  # the save below runs for this step

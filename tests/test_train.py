@@ -122,12 +122,21 @@ def test_snr_gamma_is_a_training_option_and_must_not_be_negative():
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
-    common = ["--steps", "3", "--batch-size", "4", "--lr", "1e-3", "--warmup", "1", "--save-every", "3",
-              "--sample-every", "0", "--workers", "0", "--device", "cpu", "--log-every", "1"]
+@pytest.mark.parametrize("device", [
+    "cpu",  # gloo
+    pytest.param("cuda", marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs (NCCL)")),
+])
+def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, device):
+    # --time-limit-min: the ranks agree on when to stop by an all-reduce every step (NCCL only
+    # reduces tensors on the GPU: a CPU tensor there crashed the first two-GPU run)
+    # 10 steps: with DDP the ranks reduce the time-limit flag every 10th step
+    common = ["--steps", "10", "--batch-size", "4", "--lr", "1e-3", "--warmup", "1", "--save-every", "10",
+              "--sample-every", "0", "--workers", "0", "--device", device, "--log-every", "1",
+              "--time-limit-min", "60", "--precision", "fp32"]
     for item in TINY:
         common += ["--set", item]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    # NVIDIA_TF32_OVERRIDE=0: cuDNN would otherwise run the fp32 stem convolution in TF32
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "NVIDIA_TF32_OVERRIDE": "0"}
     subprocess.run([sys.executable, "-m", "dir7.train", "--out", str(tmp_path / "one"), *common],
                    check=True, env=env, cwd=ROOT, capture_output=True)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -139,7 +148,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path):
     assert_same(tensors(one / "ema", "model"), tensors(two / "ema", "model"), exact=False)
     log_one = (tmp_path / "one" / "log.jsonl").read_text().splitlines()
     log_two = (tmp_path / "two" / "log.jsonl").read_text().splitlines()
-    assert len(log_one) == len(log_two) == 3
+    assert len(log_one) == len(log_two) == 10
 
 
 def test_a_finite_folder_becomes_a_deterministic_endless_stream():
