@@ -17,6 +17,11 @@ training checkpoint with its EMA 67 MB), so:
         The model and EMA weights of a training checkpoint in fp16 (33 MB for dir7-demo),
         laid out as a training checkpoint without optimizer state, for
         ``python -m dir7.train --init-from .gpu/carry`` (a warm start, not an exact resume).
+
+    python scripts/device_bundle.py weights checkpoints/dir7-shapes .gpu/base
+        The same for a pipeline checkpoint (config.json + shards, e.g. the shipped model: 26 MB
+        instead of 52). The tracked fp32 shards travel with the tree too, so move them out of
+        the working tree for that call and carry .gpu/base instead.
 """
 
 from __future__ import annotations
@@ -114,16 +119,28 @@ def pack_encoder(out: Path, n_captions: int) -> None:
           f"identical states on {len(check)} fresh captions")
 
 
+def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+
+
 def pack_weights(checkpoint: Path, out: Path) -> None:
     if not (checkpoint / "train_state.json").is_file():
-        raise SystemExit(f"{checkpoint} is not a training checkpoint (no train_state.json)")
+        if not (checkpoint / CONFIG_NAME).is_file():
+            raise SystemExit(f"{checkpoint} is neither a training checkpoint (train_state.json) "
+                             f"nor a pipeline checkpoint ({CONFIG_NAME})")
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(checkpoint / CONFIG_NAME, out / CONFIG_NAME)
+        save_state_dict(_half(load_state_dict(checkpoint, prefix="model")), out)
+        size = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 1e6
+        print(f"{out}: pipeline weights in fp16, {size:.1f} MB (for --init-from or --checkpoint)")
+        return
     out.mkdir(parents=True, exist_ok=True)
     (out / "ema").mkdir(exist_ok=True)
     shutil.copy(checkpoint / "train_state.json", out / "train_state.json")
     shutil.copy(checkpoint / "ema" / CONFIG_NAME, out / "ema" / CONFIG_NAME)
     for src, dst in ((checkpoint, out), (checkpoint / "ema", out / "ema")):
         state = load_state_dict(src, prefix="model")
-        save_state_dict({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, dst)
+        save_state_dict(_half(state), dst)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
     print(f"{out}: model and EMA weights in fp16, {size:.1f} MB (for --init-from)")
 
@@ -134,7 +151,7 @@ def main() -> None:
     enc = sub.add_parser("encoder", help="pruned fp16 text encoder for shapes training")
     enc.add_argument("out", type=Path)
     enc.add_argument("--captions", type=int, default=200_000, help="captions sampled to collect the vocabulary")
-    w = sub.add_parser("weights", help="fp16 model + EMA of a training checkpoint")
+    w = sub.add_parser("weights", help="fp16 weights of a training checkpoint (model + EMA) or a pipeline checkpoint")
     w.add_argument("checkpoint", type=Path)
     w.add_argument("out", type=Path)
     args = ap.parse_args()

@@ -203,6 +203,22 @@ def test_init_from_starts_a_new_run_from_saved_weights_in_any_float_dtype(tmp_pa
         train_module.load_initial_weights(tmp_path, model, ema)
 
 
+def test_device_bundle_halves_a_pipeline_checkpoint_for_init_from(tmp_path):
+    first = train(tiny_run(tmp_path / "first", steps=1))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    bundle = [sys.executable, str(ROOT / "scripts" / "device_bundle.py"), "weights"]
+    subprocess.run([*bundle, str(first / "ema"), str(tmp_path / "half")], check=True, env=env, capture_output=True)
+    half = tensors(tmp_path / "half", "model")
+    assert half and all(v.dtype == torch.float16 for v in half.values())
+    assert (tmp_path / "half" / "config.json").read_text() == (first / "ema" / "config.json").read_text()
+    model, ema = (DIR7Model(tiny_run(tmp_path).model_config()) for _ in range(2))
+    train_module.load_initial_weights(tmp_path / "half", model, ema)
+    for name, value in tensors(first / "ema", "model").items():
+        torch.testing.assert_close(model.state_dict()[name], value.half().float())
+    bad = subprocess.run([*bundle, str(tmp_path), str(tmp_path / "x")], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "neither a training checkpoint" in bad.stderr
+
+
 def test_a_warm_start_may_switch_pooled_text_on_and_computes_what_its_source_did(tmp_path):
     first = train(tiny_run(tmp_path / "first", steps=2))
     grown_cfg = tiny_run(tmp_path, model_overrides=[*TINY, "pooled_text=true"]).model_config()
