@@ -119,30 +119,24 @@ def pack_encoder(out: Path, n_captions: int) -> None:
           f"identical states on {len(check)} fresh captions")
 
 
-def _half(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-
-
 def pack_weights(checkpoint: Path, out: Path) -> None:
-    if not (checkpoint / "train_state.json").is_file():
-        if not (checkpoint / CONFIG_NAME).is_file():
-            raise SystemExit(f"{checkpoint} is neither a training checkpoint (train_state.json) "
-                             f"nor a pipeline checkpoint ({CONFIG_NAME})")
-        out.mkdir(parents=True, exist_ok=True)
-        shutil.copy(checkpoint / CONFIG_NAME, out / CONFIG_NAME)
-        save_state_dict(_half(load_state_dict(checkpoint, prefix="model")), out)
-        size = sum(f.stat().st_size for f in out.iterdir() if f.is_file()) / 1e6
-        print(f"{out}: pipeline weights in fp16, {size:.1f} MB (for --init-from or --checkpoint)")
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ema").mkdir(exist_ok=True)
-    shutil.copy(checkpoint / "train_state.json", out / "train_state.json")
-    shutil.copy(checkpoint / "ema" / CONFIG_NAME, out / "ema" / CONFIG_NAME)
-    for src, dst in ((checkpoint, out), (checkpoint / "ema", out / "ema")):
-        state = load_state_dict(src, prefix="model")
-        save_state_dict(_half(state), dst)
+    """fp16 copies of the weights, laid out as the source is: a training checkpoint's model and
+    EMA (without optimizer state), or a pipeline checkpoint's one set."""
+    if (checkpoint / "train_state.json").is_file():
+        copied, weights = ["train_state.json", f"ema/{CONFIG_NAME}"], [".", "ema"]
+    elif (checkpoint / CONFIG_NAME).is_file():
+        copied, weights = [CONFIG_NAME], ["."]
+    else:
+        raise SystemExit(f"{checkpoint} is neither a training checkpoint (train_state.json) "
+                         f"nor a pipeline checkpoint ({CONFIG_NAME})")
+    for name in copied:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(checkpoint / name, out / name)
+    for sub in weights:
+        state = load_state_dict(checkpoint / sub, prefix="model")
+        save_state_dict({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out / sub)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
-    print(f"{out}: model and EMA weights in fp16, {size:.1f} MB (for --init-from)")
+    print(f"{out}: weights in fp16, {size:.1f} MB (for --init-from)")
 
 
 def main() -> None:
