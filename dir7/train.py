@@ -108,7 +108,13 @@ class TrainConfig:
             if not sep or name not in fields:
                 raise ValueError(f"model override {item!r}: expected field=value with a DIR7Config field")
             current = getattr(cfg, name)
-            edits[name] = (value.lower() in ("1", "true", "yes")) if isinstance(current, bool) else type(current)(value)
+            if isinstance(current, bool):
+                edits[name] = value.lower() in ("1", "true", "yes")
+            elif isinstance(current, tuple):  # a list, comma-separated: scan_orders=row,col,row_reverse
+                kind = type(current[0]) if current else str
+                edits[name] = tuple(kind(v.strip()) for v in value.split(","))
+            else:
+                edits[name] = type(current)(value)
         return dataclasses.replace(cfg, **edits)
 
     def scene_kind_weights(self) -> dict[str, float]:
@@ -488,7 +494,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         flag = "--" + f.name.replace("_", "-")
         if f.name == "model_overrides":
             ap.add_argument("--set", dest=f.name, action="append", default=[], metavar="FIELD=VALUE",
-                            help="change a field of the preset's DIR7Config (repeatable), e.g. --set depth=9")
+                            help="change a field of the preset's DIR7Config (repeatable), e.g. --set depth=9; "
+                                 "a list is comma-separated: --set scan_orders=row,col")
         elif isinstance(getattr(defaults, f.name), bool):
             ap.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                             default=getattr(defaults, f.name), help=f"default: {getattr(defaults, f.name)}")

@@ -86,6 +86,11 @@ def test_cli_parses_into_the_config():
     assert cfg.depth == 3 and cfg.cross_mode == "paper"
     with pytest.raises(ValueError, match="model override"):
         TrainConfig(model_overrides=["depthh=3"]).model_config()
+    # a tuple field takes a comma-separated list (continuing a grown model needs its scan orders)
+    cfg = TrainConfig(model_overrides=["depth=3", "scan_orders=row, col_reverse,row"]).model_config()
+    assert cfg.scan_orders == ("row", "col_reverse", "row")
+    with pytest.raises(ValueError, match="scan_orders"):
+        TrainConfig(model_overrides=["scan_orders=row,diagonal"]).model_config()
     with pytest.raises(SystemExit):
         parse_args(["--precision", "fp8"])
     assert parse_args(["--compile"]).compile and not parse_args(["--no-compile"]).compile
@@ -127,8 +132,8 @@ def test_snr_gamma_is_a_training_option_and_must_not_be_negative():
     pytest.param("cuda", marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs (NCCL)")),
 ])
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, device):
-    # --time-limit-min: the ranks agree on when to stop by an all-reduce every step (NCCL only
-    # reduces tensors on the GPU: a CPU tensor there crashed the first two-GPU run)
+    # --time-limit-min: the ranks agree on when to stop by an all-reduce (NCCL only reduces
+    # tensors on the GPU: a CPU tensor there crashed the first two-GPU run)
     # 10 steps: with DDP the ranks reduce the time-limit flag every 10th step
     common = ["--steps", "10", "--batch-size", "4", "--lr", "1e-3", "--warmup", "1", "--save-every", "10",
               "--sample-every", "0", "--workers", "0", "--device", device, "--log-every", "1",
@@ -136,7 +141,8 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, 
     for item in TINY:
         common += ["--set", item]
     # NVIDIA_TF32_OVERRIDE=0: cuDNN would otherwise run the fp32 stem convolution in TF32
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "NVIDIA_TF32_OVERRIDE": "0"}
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep the caller's
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "NVIDIA_TF32_OVERRIDE": "0"}
     subprocess.run([sys.executable, "-m", "dir7.train", "--out", str(tmp_path / "one"), *common],
                    check=True, env=env, cwd=ROOT, capture_output=True)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
