@@ -91,6 +91,9 @@ def test_cli_parses_into_the_config():
     assert cfg.scan_orders == ("row", "col_reverse", "row")
     with pytest.raises(ValueError, match="scan_orders"):
         TrainConfig(model_overrides=["scan_orders=row,diagonal"]).model_config()
+    for bad in ("depth=abc", "default_guidance_interval=400,999"):  # errors name the override
+        with pytest.raises(ValueError, match=f"model override '{bad}'"):
+            TrainConfig(model_overrides=[bad]).model_config()
     with pytest.raises(SystemExit):
         parse_args(["--precision", "fp8"])
     assert parse_args(["--compile"]).compile and not parse_args(["--no-compile"]).compile
