@@ -108,17 +108,17 @@ class TrainConfig:
             if not sep or name not in fields:
                 raise ValueError(f"model override {item!r}: expected field=value with a DIR7Config field")
             current = getattr(cfg, name)
+            if current is None:  # no preset value to take the type from (a sampling default)
+                raise ValueError(f"model override {item!r}: this field cannot be set with --set")
             try:
                 if isinstance(current, bool):
                     edits[name] = value.lower() in ("1", "true", "yes")
                 elif isinstance(current, tuple):  # a list, comma-separated: scan_orders=row,col,row_reverse
                     kind = type(current[0]) if current else str
                     edits[name] = tuple(kind(v.strip()) for v in value.split(","))
-                elif current is None:  # no preset value to take the type from (a sampling default)
-                    raise TypeError("this field cannot be set with --set")
                 else:
                     edits[name] = type(current)(value)
-            except (TypeError, ValueError) as err:
+            except ValueError as err:
                 raise ValueError(f"model override {item!r}: {err}") from None
         return dataclasses.replace(cfg, **edits)
 

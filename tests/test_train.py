@@ -23,6 +23,13 @@ TINY = ["dim=64", "depth=2", "head_size=16", "conv_channels=16", "patch_size=4",
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """This environment with the repository first on the path (the caller's path kept: a GPU
+    machine finds carried wheels through it)."""
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def tiny_run(out: Path, **overrides) -> TrainConfig:
     base = dict(out=str(out), steps=6, batch_size=4, model_overrides=TINY, lr=1e-3, warmup=2, log_every=2,
                 save_every=3, sample_every=0, workers=0, device="cpu")
@@ -144,8 +151,7 @@ def test_two_process_ddp_matches_one_process_on_the_same_global_batch(tmp_path, 
     for item in TINY:
         common += ["--set", item]
     # NVIDIA_TF32_OVERRIDE=0: cuDNN would otherwise run the fp32 stem convolution in TF32
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # keep the caller's
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "NVIDIA_TF32_OVERRIDE": "0"}
+    env = subprocess_env(OMP_NUM_THREADS="1", NVIDIA_TF32_OVERRIDE="0")
     subprocess.run([sys.executable, "-m", "dir7.train", "--out", str(tmp_path / "one"), *common],
                    check=True, env=env, cwd=ROOT, capture_output=True)
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -214,7 +220,7 @@ def test_init_from_starts_a_new_run_from_saved_weights_in_any_float_dtype(tmp_pa
 
 def test_device_bundle_halves_a_pipeline_checkpoint_for_init_from(tmp_path):
     first = train(tiny_run(tmp_path / "first", steps=1))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = subprocess_env()
     bundle = [sys.executable, str(ROOT / "scripts" / "device_bundle.py"), "weights"]
     subprocess.run([*bundle, str(first / "ema"), str(tmp_path / "half")], check=True, env=env, capture_output=True)
     half = tensors(tmp_path / "half", "model")
