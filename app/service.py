@@ -39,10 +39,6 @@ MAX_SEED = dir7.MAX_SEED
 # only bounds the tokenizer's work on absurd inputs (the textbox's max_length is client-side only).
 MAX_PROMPT_CHARS = 4000
 
-# Used only when the model's config does not name its own defaults (``pipe.info``).
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 2.5
-DEFAULT_SAMPLER = "dpm++"
 DEFAULT_SEED = 0
 DEMO_PRESET = "dir7-demo"
 
@@ -175,6 +171,10 @@ class DemoService:
         self._files_lock = threading.Lock()
         self._active = 0
         self._active_lock = threading.Lock()
+        # one stop flag per browser session's running generation: the Stop button sets it, the
+        # sampling loop reads it between steps (nothing waits in Gradio's queue for it)
+        self._stop_flags: dict[str, threading.Event] = {}
+        self._stop_lock = threading.Lock()
 
     # ---- loading -----------------------------------------------------------------------------
 
@@ -215,15 +215,12 @@ class DemoService:
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """Steps, guidance and sampler the model's config recommends, kept inside the UI's ranges."""
-        info = self.info
-        steps = info.get("default_steps", DEFAULT_STEPS)
-        guidance = info.get("default_guidance", DEFAULT_GUIDANCE)
-        sampler = info.get("default_sampler", DEFAULT_SAMPLER)
+        """Steps, guidance and sampler of the model's ``PipelineConfig``, kept inside the UI's ranges."""
+        sampling = self.pipe.config
         return {
-            "num_inference_steps": min(max(int(steps), MIN_STEPS), MAX_STEPS),
-            "guidance_scale": min(max(float(guidance), MIN_GUIDANCE), MAX_GUIDANCE),
-            "sampler": sampler if sampler in self.samplers else self.samplers[0],
+            "num_inference_steps": min(max(sampling.num_inference_steps, MIN_STEPS), MAX_STEPS),
+            "guidance_scale": min(max(sampling.guidance_scale, MIN_GUIDANCE), MAX_GUIDANCE),
+            "sampler": sampling.sampler,
             "seed": DEFAULT_SEED,
         }
 
@@ -250,8 +247,8 @@ class DemoService:
             bits.append(f"text encoder: {info['text_encoder']} (≤ {self.max_tokens} tokens)")
         bits.append(f"device: {self.device}")
         text = " · ".join(bits)
-        if info.get("status"):
-            text += f"\n\nℹ️ {info['status']}"
+        if info.get("summary"):
+            text = f"{info['summary']}\n\n{text}"
         if not self.trained:
             why = self.fallback_reason or "this checkpoint is not a trained model"
             text = (
@@ -269,11 +266,11 @@ class DemoService:
     def validate(
         self,
         prompt: Any,
-        negative_prompt: Any = None,
-        num_inference_steps: Any = DEFAULT_STEPS,
-        guidance_scale: Any = DEFAULT_GUIDANCE,
-        sampler: Any = DEFAULT_SAMPLER,
-        seed: Any = DEFAULT_SEED,
+        negative_prompt: Any,
+        num_inference_steps: Any,
+        guidance_scale: Any,
+        sampler: Any,
+        seed: Any,
         randomize_seed: Any = False,
     ) -> tuple[GenerationRequest, list[str]]:
         """Turn raw UI/API values into a request, or raise InputError. Also returns notices for the user."""
@@ -329,6 +326,29 @@ class DemoService:
             )
         return text
 
+    # ---- stopping ----------------------------------------------------------------------------
+
+    def stop_flag(self, session: str) -> threading.Event:
+        """A fresh stop flag for the generation a session starts now (replacing an older one)."""
+        flag = threading.Event()
+        with self._stop_lock:
+            self._stop_flags[session] = flag
+        return flag
+
+    def request_stop(self, session: str) -> bool:
+        """Ask the session's running generation to stop after its current step; False if none runs."""
+        with self._stop_lock:
+            flag = self._stop_flags.get(session)
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    def release_stop_flag(self, session: str, flag: threading.Event) -> None:
+        with self._stop_lock:
+            if self._stop_flags.get(session) is flag:
+                del self._stop_flags[session]
+
     # ---- sampling ----------------------------------------------------------------------------
 
     def generate(
@@ -362,7 +382,7 @@ class DemoService:
                 timesteps.append(int(ev.timestep))
                 final = ev.images[0] if ev.images else None
                 if final is not None:
-                    final.info.update(png_text(request, self.pipe.name, self.info.get("default_guidance_interval")))
+                    final.info.update(png_text(request, self.pipe.name, self.pipe.config.guidance_interval))
                 yield StepUpdate(
                     step=int(ev.step) + 1,
                     total=int(ev.total),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -31,11 +32,13 @@ log = logging.getLogger(__name__)
 # gets a "queue is full" answer instead of waiting for ever.
 DEFAULT_MAX_QUEUE = 16
 DEFAULT_CONCURRENCY = 1
-# Every step is streamed while steps take longer than this (dir7-demo on 2 CPU cores: 0.1-0.3 s).
-# Faster steps (a GPU, a tiny model) are coalesced to at most 20 updates a second: redrawing two
-# plotly figures 100 times a second froze the browser, and the trajectory figure still holds
-# every step.
-DEFAULT_MIN_UPDATE_INTERVAL_S = 0.05
+# Streaming is rate-limited on the page's side: every update makes the browser redraw, and a page
+# busy redrawing streamed figures on a loaded machine stops answering clicks (Stop included).
+# The x0 preview and the status are sent at most every DEFAULT_MIN_UPDATE_INTERVAL_S, the two
+# figures at most every DEFAULT_FIGURE_INTERVAL_S (their data keep every step; the final image
+# and figures are always sent).
+DEFAULT_MIN_UPDATE_INTERVAL_S = 0.2
+DEFAULT_FIGURE_INTERVAL_S = 1.0
 
 EXAMPLES = [
     ["a red circle left of a blue square", ""],
@@ -125,7 +128,13 @@ def _with_notices(text: str, notices: list[str]) -> str:
     return text + "".join(f"\n\n⚠️ {note}" for note in notices)
 
 
-def make_generate_handler(service: DemoService, min_update_interval_s: float = DEFAULT_MIN_UPDATE_INTERVAL_S):
+def _stopped_markdown(update: StepUpdate | None, request: GenerationRequest) -> str:
+    done = f" after step {update.step} of {update.total}" if update is not None else " before the first step"
+    return f"**Stopped**{done}, seed {request.seed}. Press Generate to start again."
+
+
+def make_generate_handler(service: DemoService, min_update_interval_s: float = DEFAULT_MIN_UPDATE_INTERVAL_S,
+                          figure_interval_s: float = DEFAULT_FIGURE_INTERVAL_S):
     """The streaming event handler; a plain function of raw values so tests can call it directly."""
 
     def generate(
@@ -136,8 +145,11 @@ def make_generate_handler(service: DemoService, min_update_interval_s: float = D
         sampler: Any,
         seed: Any,
         randomize_seed: Any,
+        gr_request: gr.Request = None,
     ) -> Iterator[tuple[Any, ...]]:
         # Outputs: image, status, seed used, trajectory figure, heatmap figure, PNG file.
+        # ``gr_request`` (Gradio passes it) names the browser session, whose Stop button sets the
+        # flag this run checks between steps; called directly (tests), nothing can stop it.
         try:
             request, notices = service.validate(
                 prompt, negative_prompt, num_inference_steps, guidance_scale, sampler, seed, randomize_seed
@@ -158,16 +170,23 @@ def make_generate_handler(service: DemoService, min_update_interval_s: float = D
             None,
         )
         update = None
-        last_sent = float("-inf")  # the first step is always streamed at once
+        last_sent = last_figures = float("-inf")  # the first step is always streamed at once
+        session = getattr(gr_request, "session_hash", None)
+        stop = service.stop_flag(session) if session else threading.Event()
         try:
-            for update in service.generate(request):
-                if not update.done and time.monotonic() - last_sent < min_update_interval_s:
+            for update in service.generate(request, should_stop=stop.is_set):
+                now = time.monotonic()
+                if not update.done and now - last_sent < min_update_interval_s:
                     continue  # coalesce fast steps; the next update carries their statistics
-                last_sent = time.monotonic()
-                figures = (
-                    trajectory_figure(update.rms, update.stable_rank, update.total, update.timesteps),
-                    heatmap_figure(update.rms[-1], update.stable_rank[-1], update.step, update.total),
-                )
+                last_sent = now
+                if update.done or now - last_figures >= figure_interval_s:
+                    last_figures = now
+                    figures = (
+                        trajectory_figure(update.rms, update.stable_rank, update.total, update.timesteps),
+                        heatmap_figure(update.rms[-1], update.stable_rank[-1], update.step, update.total),
+                    )
+                else:
+                    figures = (gr.skip(), gr.skip())
                 status = _progress_markdown(update, request, notices)
                 if update.done:
                     png = str(service.save_png(update.image, request))
@@ -182,6 +201,13 @@ def make_generate_handler(service: DemoService, min_update_interval_s: float = D
                 title="Something went wrong",
                 print_exception=False,
             ) from None
+        finally:
+            if session:
+                service.release_stop_flag(session, stop)
+        if stop.is_set() and (update is None or not update.done):
+            # the last word of this run, so no in-flight step update can overwrite it
+            yield (gr.skip(), _stopped_markdown(update, request), request.seed, gr.skip(), gr.skip(), gr.skip())
+            return
         if update is None or not update.done:
             # Only reached if the pipeline stopped early without a final image.
             raise gr.Error("Sampling ended before the final image.", print_exception=False)
@@ -195,6 +221,7 @@ def build_demo(
     max_queue: int = DEFAULT_MAX_QUEUE,
     concurrency_limit: int = DEFAULT_CONCURRENCY,
     min_update_interval_s: float = DEFAULT_MIN_UPDATE_INTERVAL_S,
+    figure_interval_s: float = DEFAULT_FIGURE_INTERVAL_S,
 ) -> gr.Blocks:
     """Build the page around an already loaded service (the model is loaded once, by the caller)."""
     defaults = service.defaults
@@ -276,9 +303,9 @@ def build_demo(
         with gr.Accordion("What do the plots mean?", open=False, elem_id="explanation"):
             gr.Markdown(explanation_markdown())
 
-        generate_event = gr.on(
+        gr.on(
             triggers=[generate_btn.click, prompt.submit],
-            fn=make_generate_handler(service, min_update_interval_s),
+            fn=make_generate_handler(service, min_update_interval_s, figure_interval_s),
             inputs=[prompt, negative, steps, guidance, sampler, seed, randomize],
             outputs=[image, status, seed_used, trajectory_plot, heatmap_plot, download],
             api_name="generate",
@@ -289,16 +316,12 @@ def build_demo(
             show_progress="minimal",
             concurrency_limit=concurrency_limit,
         )
-        # Cancelling closes the handler's generator, which closes the sampler between two steps.
-        # The status is updated only after the cancel is done, so that a last in-flight step
-        # update cannot overwrite it.
-        stop_event = stop_btn.click(fn=None, cancels=[generate_event], queue=False, api_name="stop")
-        stop_event.then(
-            fn=lambda: "**Stopped.** Press Generate to start again.",
-            outputs=status,
-            queue=False,
-            api_visibility="private",
-        )
+        # Stop sets the session's stop flag, outside the queue (it must not wait behind the job it
+        # stops); the sampling loop reads it after each step and ends the stream with "Stopped".
+        def stop(request: gr.Request) -> None:
+            service.request_stop(request.session_hash)
+
+        stop_btn.click(fn=stop, inputs=None, outputs=None, queue=False, api_name="stop")
     demo.queue(max_size=max_queue, default_concurrency_limit=concurrency_limit)
     return demo
 

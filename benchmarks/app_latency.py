@@ -5,9 +5,9 @@ shipped checkpoint, else the untrained ``dir7-demo``) and drives it through ``gr
 at the page's default settings, so the figures include queueing, figure building and
 streaming, not only sampling. Or point it at a running app with ``--url``.
 
-    python benchmarks/app_latency.py                 # 2 runs at default settings
-    python benchmarks/app_latency.py --runs 3 --steps 10
-    python benchmarks/app_latency.py --url http://127.0.0.1:7860/
+    python -m benchmarks.app_latency                 # 2 runs at default settings
+    python -m benchmarks.app_latency --runs 3 --steps 10
+    python -m benchmarks.app_latency --url http://127.0.0.1:7860/
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ import argparse
 import os
 import socket
 import statistics
-import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere in the repo
 
 
 def measure(client, args, defaults) -> dict[str, float]:

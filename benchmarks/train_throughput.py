@@ -1,6 +1,6 @@
 """Training throughput of one GPU: images/s of dir7.train's step at several batch sizes.
 
-    python benchmarks/train_throughput.py [--preset dir7-demo] [--cross-mode prefix]
+    python -m benchmarks.train_throughput [--preset dir7-demo] [--cross-mode prefix]
         [--batch-sizes 128,256,512] [--compile] [--profile] [--json out.json]
 
 Times exactly the step ``python -m dir7.train`` runs (``dir7.train.training_step``: text
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from dir7 import DIR7Config, DIR7Model, TextEncoder
 from dir7.data import ShapesDataset, shapes_dataloader
 from dir7.diffusion import make_scheduler

@@ -5,25 +5,28 @@ Public API (everything the app and notebooks use):
     TimeMix, CrossWKV, ChannelMix, LoRA                  RWKV-7 layers
     TextEncoder                                          frozen per-token text encoder
     DIR7Pipeline, DIR7PipelineOutput, StepOutput         sampling (diffusers schedulers)
+    PipelineConfig, PIPELINE_PRESETS                     a model's sampling defaults
     diffusion_loss, drop_captions, make_scheduler        training objective
     state_rms, stable_rank, StateStats                   state statistics
     wkv7                                                 the WKV recurrence (dispatching)
 """
 
-from kernels import wkv7, wkv7_chunked, wkv7_naive
-
 from .checkpoint import CheckpointError
 from .diffusion import SAMPLERS, diffusion_loss, drop_captions, make_scheduler, predicted_x0
 from .model import PRESETS, DIR7Config, DIR7Model, count_parameters_by_part
+from .ops import wkv7, wkv7_chunked, wkv7_naive
 from .pipeline import (
     MAX_GUIDANCE,
     MAX_SEED,
+    PIPELINE_PRESETS,
     DIR7Pipeline,
     DIR7PipelineOutput,
+    PipelineConfig,
     StepOutput,
     default_checkpoint,
     format_guidance_interval,
     image_grid,
+    load_configs,
     parse_guidance_interval,
 )
 from .rwkv7 import ChannelMix, CrossWKV, LoRA, TimeMix
@@ -36,6 +39,7 @@ __all__ = [
     "DEFAULT_TEXT_ENCODER",
     "MAX_GUIDANCE",
     "MAX_SEED",
+    "PIPELINE_PRESETS",
     "PRESETS",
     "SAMPLERS",
     "ChannelMix",
@@ -46,6 +50,7 @@ __all__ = [
     "DIR7Pipeline",
     "DIR7PipelineOutput",
     "LoRA",
+    "PipelineConfig",
     "StateStats",
     "StepOutput",
     "TextEncoder",
@@ -57,6 +62,7 @@ __all__ = [
     "format_guidance_interval",
     "image_grid",
     "layer_head_stats",
+    "load_configs",
     "make_scheduler",
     "parse_guidance_interval",
     "predicted_x0",

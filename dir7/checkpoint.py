@@ -1,9 +1,11 @@
-"""Checkpoints: ``config.json`` + sharded safetensors (each shard < 16 MiB) + an index.
+"""Weights on disk: sharded safetensors + an index (Hugging Face's sharding convention).
 
-Layout of a checkpoint directory (Hugging Face's sharding convention):
-    config.json                         the DIR7Config
+A model directory (``DIR7Pipeline.save_pretrained``) holds:
+    config.json                         the DIR7Config (architecture)
+    pipeline_config.json                the PipelineConfig (sampling defaults)
+    README.md                           the model card (written by hand)
     model.safetensors.index.json        {"metadata": ..., "weight_map": {tensor name: shard file}}
-    model-00001-of-0000N.safetensors    the shards
+    model-00001-of-0000N.safetensors    the shards (each < 9 MiB)
 No pickle anywhere. Writes go to a temporary directory renamed into place, so a crash
 never leaves a half-written checkpoint under the final name.
 """
@@ -22,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 CONFIG_NAME = "config.json"
 INDEX_NAME = "model.safetensors.index.json"
-MAX_SHARD_BYTES = 15 * 1024 * 1024  # under the repository's 16 MiB per-file limit
+MAX_SHARD_BYTES = 9 * 1024 * 1024  # under Hugging Face's 10 MB limit for a file outside Git LFS
 
 
 class CheckpointError(ValueError):

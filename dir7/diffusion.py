@@ -55,7 +55,8 @@ def step_kwargs(name: str, generator: torch.Generator | None = None) -> dict:
         # stepping along the *unclipped* eps. At t = T-1 (abar ~ 0) x0 = (x - eps)/sqrt(abar) is
         # mostly amplified error, so the two disagree and the step drops most of the noise the
         # next timestep needs; images then gain objects nobody asked for (ShapesEval 0.20 vs
-        # dpm++'s 0.67 on the shipped model). Re-deriving eps from the clipped x0 fixes it.
+        # dpm++'s 0.67 on the shapes model's stage-6 weights). Re-deriving eps from the clipped x0
+        # fixes it.
         return {"use_clipped_model_output": True}
     return {}
 
@@ -66,12 +67,16 @@ def predicted_x0(x_t: torch.Tensor, eps: torch.Tensor, t: int, alphas_cumprod: t
     return ((x_t - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(-1, 1)
 
 
-def drop_captions(captions: list[str], p: float, generator: torch.Generator | None = None) -> list[str]:
-    """Replace each caption by the empty prompt with probability p (text dropout for guidance)."""
-    if p <= 0:
-        return list(captions)
-    keep = torch.rand(len(captions), generator=generator) >= p
-    return [c if k else "" for c, k in zip(captions, keep.tolist())]
+def drop_captions(captions: list[str], p: float, generator: torch.Generator | None = None,
+                  rank: int = 0, world: int = 1) -> list[str]:
+    """Replace each caption by the empty prompt with probability p (text dropout for guidance).
+
+    Data-parallel training passes its ``rank`` and ``world`` size: the draws are made for the
+    global batch (``world * len(captions)``, the same on every rank) and each rank keeps its
+    positions ``rank::world``, so N processes drop what one process with the whole batch would.
+    The draws are made even at p = 0, so the generator's later draws do not depend on p."""
+    drop = (torch.rand(world * len(captions), generator=generator) < p)[rank::world]
+    return ["" if d else c for c, d in zip(captions, drop.tolist())]
 
 
 def min_snr_weights(t: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -79,7 +84,7 @@ def min_snr_weights(t: torch.Tensor, alphas_cumprod: torch.Tensor, gamma: float)
 
     Why: the plain eps loss is largest at the lowest noise levels (dir7-shapes after its
     plain-loss stages, shapes batch: 0.0043 at t = 10, at most 0.0014 elsewhere;
-    benchmarks/loss_by_timestep.py),
+    ``python -m dir7.eval loss-by-timestep``),
     where the x0 it implies is nearly exact anyway, while layout (which objects, how many)
     is decided at high noise, where a small eps error is a large x0 error (x0 error = eps
     error / sqrt(SNR)). Capping the weight of the low-noise steps (SNR > gamma) moves the

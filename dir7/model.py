@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -30,18 +29,14 @@ INITS = ("rwkv7", "xavier")
 # ---------------------------------------------------------------------------------------
 
 
-def check_guidance_interval(interval, num_train_timesteps: int) -> tuple[int, int]:
-    """``(lo, hi)``: whole timesteps with ``0 <= lo <= hi < num_train_timesteps``, as a tuple; else ValueError."""
-    if (not isinstance(interval, list | tuple) or len(interval) != 2
-            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in interval)
-            or not 0 <= interval[0] <= interval[1] < num_train_timesteps):
-        raise ValueError(f"The guidance interval must be two whole timesteps lo <= hi from 0 to "
-                         f"{num_train_timesteps - 1}, got {interval!r}.")
-    return int(interval[0]), int(interval[1])
-
-
 @dataclass
 class DIR7Config:
+    """The architecture of a DIR-7 network and the noise schedule it was trained for.
+
+    Nothing else: how to sample with a model lives in its ``PipelineConfig``
+    (``pipeline_config.json`` beside ``config.json``), how it was trained in ``TrainConfig``.
+    """
+
     # image
     image_size: int = 64          # pixels per side; DIR-7 runs in pixel space (no VAE)
     in_channels: int = 3          # RGB in, RGB epsilon out
@@ -70,20 +65,9 @@ class DIR7Config:
     # diffusion
     num_train_timesteps: int = 1000   # eq. 17's T
     beta_schedule: str = "squaredcos_cap_v2"  # diffusers name; cosine suits 64x64 pixels better than linear
-    text_dropout: float = 0.1     # probability of training on the empty prompt (classifier-free guidance)
-    # defaults for sampling with this model
-    default_sampler: str = "dpm++"
-    default_steps: int = 25
-    default_guidance: float = 2.5  # ShapesEval on dir7-demo: 1.5-2.5 beat 4 (0.49-0.50 vs 0.45)
-    default_guidance_interval: tuple[int, int] | None = None  # guide only at timesteps lo..hi (Kynkaanniemi
-                                  # et al. 2024), None = every step; outside it one conditional pass per step
-    notes: dict[str, str] = field(default_factory=dict)  # provenance saved with the weights (training command, data)
 
     def __post_init__(self):
-        self.scan_orders = tuple(self.scan_orders)
-        if self.default_guidance_interval is not None:  # JSON gives a list
-            self.default_guidance_interval = check_guidance_interval(self.default_guidance_interval,
-                                                                     self.num_train_timesteps)
+        self.scan_orders = tuple(self.scan_orders)  # JSON gives a list
         if self.dim % self.head_size:
             raise ValueError(f"dim ({self.dim}) must be a multiple of head_size ({self.head_size})")
         if self.image_size % self.patch_size:
@@ -115,13 +99,13 @@ class DIR7Config:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["scan_orders"] = list(self.scan_orders)
-        if self.default_guidance_interval is not None:
-            d["default_guidance_interval"] = list(self.default_guidance_interval)
         return d
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "config") -> DIR7Config:
-        """Build from a saved dict; unknown keys are an error (a typo must not pass silently)."""
+        """Build from a saved dict; unknown keys are an error (a typo must not pass silently).
+        Configs written before the sampling defaults moved out go through
+        ``dir7.pipeline.split_legacy_config`` first."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -187,7 +171,8 @@ class TimestepEmbedder(nn.Module):
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale[:, None]) + shift[:, None]
+    """adaLN: ``x [B, T, D] * (1 + scale) + shift``, scale and shift ``[B, D]``."""
+    return torch.addcmul(shift[:, None], x, 1 + scale[:, None])
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,13 +203,14 @@ class DIR7Block(nn.Module):
         mods = self.ada(c).chunk(9, dim=-1)
         shift1, scale1, gate1, shift2, scale2, gate2, shift3, scale3, gate3 = mods
 
+        # each sub-layer's output enters the residual stream through its adaLN-Zero gate
         h, v_first_self, _ = self.time_mix(modulate(self.norms[0](x), shift1, scale1), v_first_self)
-        x = x + gate1[:, None] * h
+        x = torch.addcmul(x, gate1[:, None], h)
         h, v_first_cross, state = self.cross(
             modulate(self.norms[1](x), shift2, scale2), text, text_mask, v_first_cross, output_final_state=output_state
         )
-        x = x + gate2[:, None] * h
-        x = x + gate3[:, None] * self.channel_mix(modulate(self.norms[2](x), shift3, scale3))
+        x = torch.addcmul(x, gate2[:, None], h)
+        x = torch.addcmul(x, gate3[:, None], self.channel_mix(modulate(self.norms[2](x), shift3, scale3)))
         return x, v_first_self, v_first_cross, state
 
 
@@ -396,7 +382,7 @@ def grow_into(source: DIR7Model, target: DIR7Model) -> None:
     extra = target.config.depth - source.config.depth
     expected = grown_config(source.config, extra).to_dict()
     theirs = target.config.to_dict()
-    differ = sorted(k for k in expected if k != "notes" and expected[k] != theirs[k])
+    differ = sorted(k for k in expected if expected[k] != theirs[k])
     if differ:
         raise ValueError(f"target model is not the source grown by {extra} blocks: it differs in {differ}")
     layout = grown_layout(source.config.depth, extra)

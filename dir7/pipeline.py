@@ -1,15 +1,21 @@
-"""Text -> image sampling with a DIR-7 model: ``DIR7Pipeline``.
+"""Text -> image sampling with a DIR-7 model: ``DIR7Pipeline`` and its ``PipelineConfig``.
 
-    pipe = DIR7Pipeline.from_pretrained()            # the model shipped in checkpoints/
-    out = pipe("a red circle", num_inference_steps=25, guidance_scale=4.0, seed=0)
+    pipe = DIR7Pipeline.from_pretrained("checkpoints/dir7-shapes")
+    out = pipe("a red circle", seed=0)               # the model's own sampling defaults
     out.images[0].save("red_circle.png"); out.state_stats.rms  # [steps, B, layers, heads]
 
 ``steps(...)`` is the same sampling loop as a generator (one event per denoising step),
 for callers that stream, such as the demo app.
+
+A model directory holds ``config.json`` (the network: ``DIR7Config``), ``pipeline_config.json``
+(how to sample with it: ``PipelineConfig``), the sharded weights and a model card
+(``README.md``); the app, the evaluator and the training sample grid all sample with the
+``PipelineConfig`` found there.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -25,26 +31,58 @@ from PIL import Image
 
 from .checkpoint import CONFIG_NAME, CheckpointError, atomic_directory_write, load_into, save_state_dict
 from .diffusion import SAMPLERS, make_scheduler, predicted_x0, step_kwargs
-from .model import DIR7Config, DIR7Model, check_guidance_interval
+from .model import DIR7Config, DIR7Model
 from .stats import StateStats, layer_head_stats
 from .text_encoder import TextEncoder
 
-# the shipped model lives in the repository, next to the package
+PIPELINE_CONFIG_NAME = "pipeline_config.json"
+CARD_NAME = "README.md"
+# a source checkout carries the shipped model beside the package; an installed package does not
 SHIPPED_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "dir7-shapes"
 MAX_SEED = 2**32 - 1
 MAX_GUIDANCE = 20.0
 MAX_IMAGES_PER_PROMPT = 16
 
 
-def default_checkpoint() -> Path:
-    """``$DIR7_CHECKPOINT`` if set, else the shipped model."""
-    return Path(os.environ.get("DIR7_CHECKPOINT", SHIPPED_CHECKPOINT))
+# ---------------------------------------------------------------------------------------
+# Guidance interval
+# ---------------------------------------------------------------------------------------
+
+
+def check_guidance_interval(interval, num_train_timesteps: int | None = None) -> tuple[int, int]:
+    """``(lo, hi)``: whole timesteps with ``0 <= lo <= hi`` (``< num_train_timesteps`` when given),
+    as a tuple; else ValueError."""
+    top = math.inf if num_train_timesteps is None else num_train_timesteps
+    if (not isinstance(interval, list | tuple) or len(interval) != 2
+            or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in interval)
+            or not 0 <= interval[0] <= interval[1] < top):
+        upto = "" if num_train_timesteps is None else f" from 0 to {num_train_timesteps - 1}"
+        raise ValueError(f"The guidance interval must be two whole timesteps lo <= hi{upto}, got {interval!r}.")
+    return int(interval[0]), int(interval[1])
+
+
+def check_steps(steps, max_steps: int | None = None) -> None:
+    top = math.inf if max_steps is None else max_steps
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or not 1 <= steps <= top:
+        upto = "" if max_steps is None else f" to {max_steps}"
+        raise ValueError(f"Steps must be a whole number from 1{upto}, got {steps!r}.")
+
+
+def check_guidance_scale(scale) -> None:
+    if (isinstance(scale, bool) or not isinstance(scale, numbers.Real)
+            or not math.isfinite(scale) or not 0 <= scale <= MAX_GUIDANCE):
+        raise ValueError(f"Guidance scale must be a number from 0 to {MAX_GUIDANCE:g}, got {scale!r}.")
+
+
+def check_sampler(sampler) -> None:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
 
 
 def parse_guidance_interval(text: str) -> tuple[int, int] | str:
     """A guidance interval's text form (command lines, the demo's PNG text): ``"all"`` for every
     step, or ``"LO,HI"`` -> ``(LO, HI)``. Only the form is checked here; the range is the model's
-    (``check_inputs``)."""
+    (``check_guidance_interval``)."""
     if text == "all":
         return text
     try:
@@ -57,6 +95,140 @@ def parse_guidance_interval(text: str) -> tuple[int, int] | str:
 def format_guidance_interval(interval: tuple[int, int] | None) -> str:
     """The inverse of :func:`parse_guidance_interval`; None (every step) is ``"all"``."""
     return "all" if interval is None else f"{int(interval[0])},{int(interval[1])}"
+
+
+# ---------------------------------------------------------------------------------------
+# Sampling defaults of a model
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class PipelineConfig:
+    """How to sample with one model: the defaults of ``DIR7Pipeline`` for it, saved beside its
+    weights as ``pipeline_config.json``. The one source of the app's, the evaluator's and the
+    training sample grid's settings (an argument given to the pipeline still wins)."""
+
+    sampler: str = "dpm++"            # DPM-Solver++ 2M, second order: on the shapes model it scores like DDIM
+                                      # at 25 steps (docs/experiments.md); "ddim" and "ddpm" are the paper's
+    num_inference_steps: int = 25     # 15 / 25 / 50 dpm++ steps: ShapesEval 0.660 / 0.670 / 0.672 (shapes model)
+    guidance_scale: float = 2.5       # classifier-free guidance; on ShapesEval 2.5 beat 1.5 and tied 4-9
+    guidance_interval: tuple[int, int] | None = None  # guide only at timesteps lo..hi (Kynkaanniemi et al.
+                                      # 2024), None = every step; outside it one conditional pass per step
+
+    def __post_init__(self):
+        check_sampler(self.sampler)
+        check_steps(self.num_inference_steps)  # the upper end is the model's to check (check_inputs)
+        check_guidance_scale(self.guidance_scale)
+        if self.guidance_interval is not None:  # JSON gives a list; the upper end is the model's to check
+            self.guidance_interval = check_guidance_interval(self.guidance_interval)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> PipelineConfig:
+        if name not in PIPELINE_PRESETS:
+            raise ValueError(f"unknown pipeline preset {name!r}; choose one of {sorted(PIPELINE_PRESETS)}")
+        return dataclasses.replace(PIPELINE_PRESETS[name], **overrides)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        if self.guidance_interval is not None:
+            d["guidance_interval"] = list(self.guidance_interval)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "pipeline config") -> PipelineConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown PipelineConfig field(s) {unknown}")
+        return cls(**d)
+
+
+PIPELINE_PRESETS: dict[str, PipelineConfig] = {
+    # the default: a fast second-order solver, every step guided
+    "dpm++-25": PipelineConfig(),
+    # the paper's sampler and step count
+    "ddim-50": PipelineConfig(sampler="ddim", num_inference_steps=50),
+    # the paper's evaluation setting: ancestral DDPM, 250 steps
+    "ddpm-250": PipelineConfig(sampler="ddpm", num_inference_steps=250),
+}
+
+
+# Keys that config.json held before the sampling defaults got a file of their own: the
+# sampling defaults move to the PipelineConfig, the rest (a training hyperparameter and
+# free-form provenance) are no longer a model's business and are dropped.
+LEGACY_SAMPLING_KEYS = {"default_sampler": "sampler", "default_steps": "num_inference_steps",
+                        "default_guidance": "guidance_scale", "default_guidance_interval": "guidance_interval"}
+LEGACY_DROPPED_KEYS = ("text_dropout", "notes")
+
+
+def split_legacy_config(saved: dict) -> tuple[dict, dict]:
+    """A saved ``config.json`` -> (model config fields, sampling defaults it carried)."""
+    model = {k: v for k, v in saved.items() if k not in LEGACY_SAMPLING_KEYS and k not in LEGACY_DROPPED_KEYS}
+    sampling = {LEGACY_SAMPLING_KEYS[k]: v for k, v in saved.items() if k in LEGACY_SAMPLING_KEYS}
+    return model, sampling
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON: {e}") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_configs(directory: str | os.PathLike) -> tuple[DIR7Config, PipelineConfig]:
+    """The model config and sampling defaults of a model directory. Reads ``config.json`` in the
+    current layout and in the one before ``pipeline_config.json`` existed (its ``default_*`` keys
+    become the sampling defaults); a ``pipeline_config.json`` wins over them."""
+    directory = Path(directory)
+    config_path = directory / CONFIG_NAME
+    if not config_path.is_file():
+        raise FileNotFoundError(f"no DIR-7 model at {directory} ({CONFIG_NAME} missing)")
+    model_fields, sampling = split_legacy_config(_read_json(config_path))
+    pipeline_path = directory / PIPELINE_CONFIG_NAME
+    if pipeline_path.is_file():
+        sampling = _read_json(pipeline_path)
+    try:
+        cfg = DIR7Config.from_dict(model_fields, source=str(config_path))
+        pipeline_cfg = PipelineConfig.from_dict(sampling, source=str(pipeline_path))
+        if pipeline_cfg.guidance_interval is not None:
+            check_guidance_interval(pipeline_cfg.guidance_interval, cfg.num_train_timesteps)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{directory}: invalid config: {e}") from e
+    return cfg, pipeline_cfg
+
+
+def save_configs(directory: Path, cfg: DIR7Config, pipeline_cfg: PipelineConfig) -> None:
+    (directory / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+    (directory / PIPELINE_CONFIG_NAME).write_text(json.dumps(pipeline_cfg.to_dict(), indent=2) + "\n")
+
+
+def read_model_card(directory: str | os.PathLike) -> dict:
+    """The front matter of a model directory's card (``README.md``), {} without one."""
+    path = Path(directory) / CARD_NAME
+    if not path.is_file():
+        return {}
+    from huggingface_hub import ModelCard  # the Hub's own card parser (YAML front matter)
+
+    return ModelCard.load(path).data.to_dict()
+
+
+def default_checkpoint() -> Path:
+    """``$DIR7_CHECKPOINT`` if set, else the shipped model of a source checkout.
+
+    Raises FileNotFoundError with what to do when neither exists (an installed package does
+    not carry the shipped weights)."""
+    if os.environ.get("DIR7_CHECKPOINT"):
+        return Path(os.environ["DIR7_CHECKPOINT"])
+    if (SHIPPED_CHECKPOINT / CONFIG_NAME).is_file():
+        return SHIPPED_CHECKPOINT
+    raise FileNotFoundError(
+        "no model given: pass a model directory, e.g. DIR7Pipeline.from_pretrained('path/to/dir7-shapes'), "
+        "or set DIR7_CHECKPOINT to one (the shipped models are in the checkpoints/ folder of the "
+        "DIR-7 repository; an installed package does not carry them)"
+    )
 
 
 def to_pil(x: torch.Tensor) -> list[Image.Image]:
@@ -99,7 +271,8 @@ class DIR7PipelineOutput:
 class DIR7Pipeline:
     SAMPLERS = SAMPLERS
 
-    def __init__(self, model: DIR7Model, text_encoder: TextEncoder, name: str = "untrained", trained: bool = False):
+    def __init__(self, model: DIR7Model, text_encoder: TextEncoder, config: PipelineConfig | None = None,
+                 name: str = "untrained", trained: bool = False, card: dict | None = None):
         if text_encoder.dim != model.config.text_dim:
             raise ValueError(
                 f"text encoder {text_encoder.name!r} gives {text_encoder.dim}-d states, "
@@ -107,44 +280,43 @@ class DIR7Pipeline:
             )
         self.model = model.eval()
         self.text_encoder = text_encoder
+        self.config = config if config is not None else PipelineConfig()
+        if self.config.guidance_interval is not None:
+            check_guidance_interval(self.config.guidance_interval, model.config.num_train_timesteps)
         self.name = name
         self.trained = trained
+        self.card = dict(card or {})  # the model card's front matter (licence, summary, example prompts)
 
     # ---- construction, saving ---------------------------------------------------------
 
     @classmethod
-    def from_config(cls, cfg: DIR7Config, text_encoder: TextEncoder | None = None) -> DIR7Pipeline:
+    def from_config(cls, cfg: DIR7Config, text_encoder: TextEncoder | None = None,
+                    config: PipelineConfig | None = None) -> DIR7Pipeline:
         """A randomly initialised model (clearly ``trained=False``)."""
         enc = text_encoder or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot)
-        return cls(DIR7Model(cfg), enc, name="untrained", trained=False)
+        return cls(DIR7Model(cfg), enc, config, name="untrained", trained=False)
 
     @classmethod
     def from_pretrained(
         cls, path: str | os.PathLike | None = None, text_encoder: TextEncoder | None = None
     ) -> DIR7Pipeline:
-        """Load ``config.json`` + sharded safetensors from ``path`` (default: the shipped model)."""
+        """Load a model directory (``config.json``, ``pipeline_config.json``, sharded safetensors,
+        optionally a model card). ``path=None``: ``$DIR7_CHECKPOINT``, else the shipped model of a
+        source checkout."""
         path = Path(path) if path is not None else default_checkpoint()
-        config_path = path / CONFIG_NAME
-        if not config_path.is_file():
-            raise FileNotFoundError(
-                f"no DIR-7 checkpoint at {path} ({CONFIG_NAME} missing)"
-                + ("; no trained model is shipped in this checkout yet" if path == SHIPPED_CHECKPOINT else "")
-            )
-        try:
-            cfg = DIR7Config.from_dict(json.loads(config_path.read_text()), source=str(config_path))
-        except (json.JSONDecodeError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{config_path}: invalid config: {e}") from e
+        cfg, pipeline_cfg = load_configs(path)
         model = DIR7Model(cfg)
         load_into(model, path)
         enc = text_encoder or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot)
-        return cls(model, enc, name=path.name, trained=True)
+        return cls(model, enc, pipeline_cfg, name=path.name, trained=True, card=read_model_card(path))
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write ``config.json`` and the model's weights (the frozen text encoder is not copied)."""
+        """Write ``config.json``, ``pipeline_config.json`` and the model's weights (the frozen text
+        encoder is not copied, and a model card is written by hand)."""
         cfg, state = self.model.config, self.model.state_dict()
 
         def write(tmp: Path) -> None:
-            (tmp / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2))
+            save_configs(tmp, cfg, self.config)
             save_state_dict(state, tmp)
 
         return atomic_directory_write(path, write)
@@ -159,14 +331,19 @@ class DIR7Pipeline:
         return next(self.model.parameters()).device
 
     @property
+    def has_state(self) -> bool:
+        """Whether the model has a recurrent (CrossWKV) state whose statistics can be shown."""
+        return getattr(self.model, "has_state", True)
+
+    @property
     def info(self) -> dict:
+        """What a page or a report says about the model (the app's banner, the evaluator's JSON)."""
         cfg = self.model.config
         return {
             "name": self.name, "trained": self.trained, "params": self.model.num_parameters(),
-            "cross_mode": cfg.cross_mode, "image_size": cfg.image_size, "text_encoder": cfg.text_encoder,
-            "default_sampler": cfg.default_sampler, "default_steps": cfg.default_steps,
-            "default_guidance": cfg.default_guidance, "default_guidance_interval": cfg.default_guidance_interval,
-            "status": cfg.notes.get("status", ""),  # e.g. how far the shipped model's training got
+            "cross_mode": getattr(cfg, "cross_mode", None), "image_size": cfg.image_size,
+            "text_encoder": cfg.text_encoder, "summary": str(self.card.get("summary", "")),
+            "sampling": self.config.to_dict(), "has_state": self.has_state,
         }
 
     # ---- input checking ---------------------------------------------------------------
@@ -188,24 +365,18 @@ class DIR7Pipeline:
             if len(negs) not in (1, len(prompts)):
                 raise ValueError(f"Got {len(negs)} negative prompts for {len(prompts)} prompts.")
         max_steps = self.model.config.num_train_timesteps
-        if num_inference_steps is not None and (
-            isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, numbers.Integral)
-            or not 1 <= num_inference_steps <= max_steps
-        ):
-            raise ValueError(f"Steps must be a whole number from 1 to {max_steps}, got {num_inference_steps!r}.")
-        if guidance_scale is not None and (
-            isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real)
-            or not math.isfinite(guidance_scale) or not 0 <= guidance_scale <= MAX_GUIDANCE
-        ):
-            raise ValueError(f"Guidance scale must be a number from 0 to {MAX_GUIDANCE:g}, got {guidance_scale!r}.")
+        if num_inference_steps is not None:
+            check_steps(num_inference_steps, max_steps)
+        if guidance_scale is not None:
+            check_guidance_scale(guidance_scale)
         if seed is not None and (
             isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED
         ):
             raise ValueError(f"Seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}.")
         if guidance_interval is not None:
             check_guidance_interval(guidance_interval, max_steps)
-        if sampler is not None and sampler not in SAMPLERS:
-            raise ValueError(f"Unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}.")
+        if sampler is not None:
+            check_sampler(sampler)
         if not (isinstance(num_images_per_prompt, numbers.Integral)
                 and 1 <= num_images_per_prompt <= MAX_IMAGES_PER_PROMPT):
             raise ValueError(f"num_images_per_prompt must be from 1 to {MAX_IMAGES_PER_PROMPT}.")
@@ -227,20 +398,20 @@ class DIR7Pipeline:
     ) -> Iterator[StepOutput]:
         """Sample, yielding a :class:`StepOutput` after every denoising step.
 
-        Defaults (None) come from the model's config. ``seed=None`` draws one; the seed used
-        is in every event. Same inputs and seed give bit-identical images on the CPU.
+        Defaults (None) come from the model's ``PipelineConfig`` (``self.config``). ``seed=None``
+        draws one; the seed used is in every event. Same inputs and seed give bit-identical images on the CPU.
         ``guidance_interval=(lo, hi)`` applies the guidance only at timesteps lo <= t <= hi
         (Kynkaanniemi et al. 2024); the other steps run the conditional branch alone, which
-        also halves their cost. The config's default interval is None: every step.
+        also halves their cost.
         ``stats=False`` skips the x0 previews and the state statistics (empty in every event):
         on a CPU they take most of a step's time, which a caller that wants only the images (the
         evaluator) need not spend.
         """
-        cfg = self.model.config
-        num_inference_steps = cfg.default_steps if num_inference_steps is None else num_inference_steps
-        guidance_scale = cfg.default_guidance if guidance_scale is None else guidance_scale
-        sampler = cfg.default_sampler if sampler is None else sampler
-        guidance_interval = cfg.default_guidance_interval if guidance_interval is None else guidance_interval
+        cfg, defaults = self.model.config, self.config
+        num_inference_steps = defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
+        guidance_scale = defaults.guidance_scale if guidance_scale is None else guidance_scale
+        sampler = defaults.sampler if sampler is None else sampler
+        guidance_interval = defaults.guidance_interval if guidance_interval is None else guidance_interval
         self.check_inputs(prompt, negative_prompt, num_inference_steps, guidance_scale, seed, sampler,
                           num_images_per_prompt, guidance_interval)
         lo, hi = (0, cfg.num_train_timesteps - 1) if guidance_interval is None else guidance_interval
@@ -259,6 +430,8 @@ class DIR7Pipeline:
             null_text, null_mask = self.text_encoder(negs)
             text, mask = _cat_text((null_text, null_mask), (text, mask))  # [uncond; cond]
 
+        # state statistics need a recurrent state (a DiT baseline has none: its events carry none)
+        with_states = stats and self.has_state
         scheduler = make_scheduler(sampler, cfg.num_train_timesteps, cfg.beta_schedule)
         scheduler.set_timesteps(num_inference_steps)
         generator = torch.Generator("cpu").manual_seed(seed)
@@ -275,10 +448,10 @@ class DIR7Pipeline:
             model_in = torch.cat([x_in, x_in]) if guide else x_in
             t_batch = torch.full((model_in.shape[0],), int(t), device=self.device)
             if guided and not guide:  # outside the interval: the conditional half of [uncond; cond] alone
-                out = self.model(model_in, t_batch, text[B:], mask[B:], return_states=stats)
+                out = self.model(model_in, t_batch, text[B:], mask[B:], return_states=with_states)
             else:
-                out = self.model(model_in, t_batch, text, mask, return_states=stats)
-            eps, states = out if stats else (out, [])
+                out = self.model(model_in, t_batch, text, mask, return_states=with_states)
+            eps, states = out if with_states else (out, [])
             if guide:
                 eps_uncond, eps_cond = eps.chunk(2)
                 # guidance on all channels (DiT's reference code guided only the first three)
@@ -286,7 +459,7 @@ class DIR7Pipeline:
                 states = [s[B:] for s in states]                         # conditional branch
             preview = to_pil(predicted_x0(x, eps, int(t), scheduler.alphas_cumprod)) if stats else []
             x = scheduler.step(eps, t, x, **extra).prev_sample
-            rms, srank = layer_head_stats(states) if stats else (torch.empty(0), torch.empty(0))
+            rms, srank = layer_head_stats(states) if with_states else (torch.empty(0), torch.empty(0))
             last = i == len(timesteps) - 1
             yield StepOutput(
                 step=i, total=len(timesteps), timestep=int(t), preview=preview,
@@ -316,7 +489,7 @@ class DIR7Pipeline:
         if progress:
             from tqdm.auto import tqdm
 
-            events = tqdm(events, total=num_inference_steps or self.model.config.default_steps, desc="sampling")
+            events = tqdm(events, total=num_inference_steps or self.config.num_inference_steps, desc="sampling")
         for ev in events:
             if stats:
                 state_stats.append(ev.timestep, ev.state_rms, ev.stable_rank)

@@ -1,8 +1,12 @@
 """RWKV-7 layers: time mixing over image tokens, CrossWKV (text -> image), channel mixing.
 
-Equations follow ../shared/DESIGN.md section 2 (the paper's eqs. 4-16, with its slips
-fixed). All layers take ``x [B, T, D]`` and work per head in the ``[B, T, H, K]`` layout.
-The WKV recurrence itself lives in ``kernels`` and is reached only through ``wkv7``.
+Equations follow docs/design.md section 2 (the paper's eqs. 4-16, with its slips fixed).
+All layers take ``x [B, T, D]`` and work per head in the ``[B, T, H, K]`` layout. The WKV
+recurrence itself lives in the ``kernels`` folder and is reached only through ``dir7.ops``.
+
+A time-mix layer is three steps, each a method a variant can override: ``project`` (token
+shift, projections, LoRAs: x -> the recurrence's inputs), the recurrence ``wkv7``, and
+``readout`` (GroupNorm, bonus, gate, output projection).
 """
 
 from __future__ import annotations
@@ -13,7 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kernels import wkv7
+from .ops import wkv7
+
+# the six token-shift lerps of TimeMix, in the order of its ``mu`` rows
+MIX_ROWS = ("r", "w", "k", "v", "a", "g")
+# the order they are computed in: r, k, v first, so their three projections are one batched product
+_LERP_ORDER = [MIX_ROWS.index(n) for n in ("r", "k", "v", "w", "a", "g")]
 
 # w = -exp(-0.5) * sigmoid(z): the log-decay lies in (-0.6065, 0), the decay in (0.545, 1).
 # Equal to RWKV-7's exp(-softplus(-z) - 0.5) form; fla's chunk_rwkv7 takes w itself.
@@ -59,7 +68,7 @@ def _xavier_(module: nn.Module, gain: float) -> None:
     """The paper's init: Xavier-uniform on every matrix, zero elsewhere (kept for the ablation).
 
     It leaves the token shift (mu), k_k, k_a and r_k at zero: no token shift and no
-    delta-rule removal until training moves them. DESIGN.md section 2 explains why the
+    delta-rule removal until training moves them. docs/design.md section 2 explains why the
     RWKV-7 recipe is the default.
     """
     for p in module.parameters(recurse=False):
@@ -97,18 +106,13 @@ class TimeMix(nn.Module):
     later layers lerp towards it (the value residual, eq. 10).
     """
 
-    # b = removal_scale * kk * eta. RWKV-7 uses 1: along kk the transition keeps 1 - eta of
-    # the state, an eigenvalue in (0, 1). 2 lets it reach (-1, 1), i.e. reflections, which
-    # Grazzi et al. (2024) show diagonal-plus-rank-one RNNs need for parity / S5 tracking.
-    removal_scale: float = 1.0
-
     def __init__(self, cfg, layer_id: int, n_layers: int):
         super().__init__()
         D, K = cfg.dim, cfg.head_size
         self.layer_id, self.n_layers = layer_id, n_layers
         self.n_heads, self.head_size = D // K, K
         self.init_scheme = cfg.init
-        # token-shift lerp weights for r, w, k, v, a(eta), g
+        # token-shift lerp weights, one row per MIX_ROWS entry: r, w, k, v, a(eta), g
         self.mu = nn.Parameter(torch.zeros(6, D))
         self.receptance = nn.Linear(D, D, bias=False)
         self.key = nn.Linear(D, D, bias=False)
@@ -170,6 +174,64 @@ class TimeMix(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------
 
+    def project(
+        self,
+        x: torch.Tensor,
+        v_first: torch.Tensor | None,
+        receptance: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        """``x [B, T, D]`` -> ``(r, w, k, v, a, b, g, v_first)``: the recurrence's inputs, each
+        ``[B, T, H, K]``, the output gate ``g [B, T, D]`` and the value residual's ``v_first``.
+
+        receptance: ``[B, T, D]`` to use instead of ``W_r x_r`` (CrossWKV paper mode).
+        keep: ``[B, T]`` bool; positions where it is False become identity steps of the
+        recurrence (no decay, no removal, no write): how text padding is kept out.
+        """
+        B, T, D = x.shape
+        H, K = self.n_heads, self.head_size
+        # token shift and the six lerps x + (x_{t-1} - x) * mu in one broadcast: [6, B, T, D],
+        # rows in the order r, k, v, w, a, g (one product for r, k, v below)
+        xs = torch.addcmul(x, token_shift(x) - x, self.mu[_LERP_ORDER, None, None, :])
+        xw, xa, xg = xs[3], xs[4], xs[5]
+        if receptance is None:
+            w_rkv = torch.stack([self.receptance.weight.t(), self.key.weight.t(), self.value.weight.t()])
+            r, k, v = torch.bmm(xs[:3].view(3, B * T, D), w_rkv).view(3, B, T, D)
+        else:
+            w_kv = torch.stack([self.key.weight.t(), self.value.weight.t()])
+            k, v = torch.bmm(xs[1:3].reshape(2, B * T, D), w_kv).view(2, B, T, D)
+            r = receptance
+        log_decay = LOG_DECAY_SCALE * torch.sigmoid(self.w_lora(xw))
+        if v_first is None:
+            v_first = v
+        else:
+            # under autocast the LoRA's float32 bias promotes its output: lerp wants one dtype
+            v = torch.lerp(v, v_first.to(v.dtype), torch.sigmoid(self.v_lora(xs[2])).to(v.dtype))
+        eta = torch.sigmoid(self.a_lora(xa))   # in-context learning rate, (0, 1)
+        g = self.g_lora(xg)
+        kk = F.normalize((k * self.k_k).view(B, T, H, K), dim=-1)  # removal key, unit norm per head
+        k = k * torch.addcmul(1 - self.k_a, eta, self.k_a)         # k * (1 + (eta - 1) * k_a)
+
+        # [B, T, D] -> [B, T, H, K]
+        r, log_decay, k, v, eta = (t.view(B, T, H, K) for t in (r, log_decay, k, v, eta))
+        if keep is not None:
+            m = keep.to(x.dtype)[:, :, None, None]
+            log_decay, k, kk = log_decay * m, k * m, kk * m
+        # one dtype for the kernel: under autocast r is bf16 while the LoRA terms are float32
+        log_decay, k, v, kk, eta = (t.to(r.dtype) for t in (log_decay, k, v, kk, eta))
+        return r, log_decay, k, v, -kk, kk * eta, g, v_first
+
+    def readout(self, o: torch.Tensor, r: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                g: torch.Tensor) -> torch.Tensor:
+        """The recurrence's output ``o [B, T, H, K]`` -> the layer's ``[B, T, D]``."""
+        B, T, H, K = o.shape
+        # ln_x is a GroupNorm with one group per head: a layer norm over each head's K values,
+        # then ln_x's per-channel affine (the same arithmetic, a third faster on a CPU)
+        o = F.layer_norm(o, (K,), eps=self.ln_x.eps)
+        o = torch.addcmul(self.ln_x.bias.view(H, K), o, self.ln_x.weight.view(H, K))
+        o = o + (r * k * self.r_k).sum(-1, keepdim=True) * v         # per-head bonus
+        return self.output(o.reshape(B, T, H * K) * g)
+
     def mix(
         self,
         x: torch.Tensor,
@@ -179,46 +241,11 @@ class TimeMix(nn.Module):
         initial_state: torch.Tensor | None = None,
         output_final_state: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """The shared body of self and cross time mixing.
-
-        receptance: ``[B, T, D]`` to use instead of ``W_r x_r`` (CrossWKV paper mode).
-        keep: ``[B, T]`` bool; positions where it is False become identity steps of the
-        recurrence (no decay, no removal, no write): how text padding is kept out.
-        """
-        B, T, D = x.shape
-        H, K = self.n_heads, self.head_size
-        delta = token_shift(x) - x
-        xr, xw, xk, xv, xa, xg = (x + delta * mu for mu in self.mu)  # each [B, T, D]
-
-        r = self.receptance(xr) if receptance is None else receptance
-        log_decay = LOG_DECAY_SCALE * torch.sigmoid(self.w_lora(xw))
-        k = self.key(xk)
-        v = self.value(xv)
-        if v_first is None:
-            v_first = v
-        else:
-            # under autocast the LoRA's float32 bias promotes its output: lerp wants one dtype
-            v = torch.lerp(v, v_first.to(v.dtype), torch.sigmoid(self.v_lora(xv)).to(v.dtype))
-        eta = torch.sigmoid(self.a_lora(xa))   # in-context learning rate, (0, 1)
-        g = self.g_lora(xg)
-        kk = F.normalize((k * self.k_k).view(B, T, H, K), dim=-1)  # removal key, unit norm per head
-        k = k * (1 + (eta - 1) * self.k_a)
-
-        # [B, T, D] -> [B, T, H, K]
-        r, log_decay, k, v, eta = (t.view(B, T, H, K) for t in (r, log_decay, k, v, eta))
-        if keep is not None:
-            m = keep.to(x.dtype)[:, :, None, None]
-            log_decay, k, kk = log_decay * m, k * m, kk * m
-        # one dtype for the kernel: under autocast r is bf16 while the LoRA terms are float32
-        log_decay, k, v, kk, eta = (t.to(r.dtype) for t in (log_decay, k, v, kk, eta))
-        b = kk * eta if self.removal_scale == 1.0 else kk * (self.removal_scale * eta)
-        o, state = wkv7(
-            r, log_decay, k, v, -kk, b,
-            scale=1.0, initial_state=initial_state, output_final_state=output_final_state,
-        )                                                             # o: [B, T, H, K]
-        o = self.ln_x(o.reshape(B * T, D)).view(B, T, H, K)
-        o = o + (r * k * self.r_k).sum(-1, keepdim=True) * v         # per-head bonus
-        return self.output(o.reshape(B, T, D) * g), v_first, state
+        """The shared body of self and cross time mixing: project, recur, read out."""
+        r, w, k, v, a, b, g, v_first = self.project(x, v_first, receptance, keep)
+        o, state = wkv7(r, w, k, v, a, b, scale=1.0, initial_state=initial_state,
+                        output_final_state=output_final_state)       # o: [B, T, H, K]
+        return self.readout(o, r, k, v, g), v_first, state
 
     def forward(self, x, v_first=None, initial_state=None, output_final_state=False):
         return self.mix(x, v_first, initial_state=initial_state, output_final_state=output_final_state)
@@ -332,5 +359,6 @@ class ChannelMix(nn.Module):
         nn.init.uniform_(self.value.weight, -bound / 2, bound / 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xk = x + (token_shift(x) - x) * self.mu_k
-        return self.value(torch.relu(self.key(xk)).square())
+        xk = torch.addcmul(x, token_shift(x) - x, self.mu_k)
+        h = torch.relu(self.key(xk))
+        return self.value(h * h)  # relu(.)^2; a product, not pow: a third of the time on a CPU

@@ -1,4 +1,4 @@
-"""State statistics of the WKV recurrence (DESIGN.md section 4): what the demo plots.
+"""State statistics of the WKV recurrence (docs/design.md section 4): what the demo plots.
 
 For one head's state ``S [K, V]``:
     RMS(S)         = sqrt(mean(S_ij^2))

@@ -1,6 +1,7 @@
 """Train DIR-7.
 
     python -m dir7.train --out runs/demo --preset dir7-demo --steps 20000 --batch-size 128
+    python -m dir7.train --out runs/s --train-preset shapes --set cross_mode=paper   # a named recipe base
     torchrun --nproc_per_node 4 -m dir7.train --out runs/demo ...      # data parallel (DDP)
 
 AdamW (the paper's lr 1e-4 by default, linear warm-up), bf16 autocast on GPU, gradient
@@ -36,9 +37,9 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .checkpoint import CONFIG_NAME, atomic_directory_write, load_into, load_state_dict, save_state_dict
-from .diffusion import diffusion_loss, make_scheduler
+from .diffusion import diffusion_loss, drop_captions, make_scheduler
 from .model import DIR7Config, DIR7Model, grow_into, grown_config, grown_layout
-from .pipeline import DIR7Pipeline, image_grid
+from .pipeline import DIR7Pipeline, PipelineConfig, image_grid, load_configs, save_configs
 from .text_encoder import TextEncoder
 
 SAMPLE_PROMPTS = (
@@ -60,11 +61,13 @@ SAMPLE_PROMPTS = (
 
 @dataclass
 class TrainConfig:
+    """Everything about a training run that is not the model (``DIR7Config``, chosen by ``preset``
+    plus ``--set`` edits) or how to sample with it (``PipelineConfig``, carried from ``init_from``)."""
+
     out: str = "runs/dir7"          # run directory: log.jsonl, samples/, checkpoint/
     preset: str = "dir7-demo"       # model preset (dir7.PRESETS)
-    model_overrides: list[str] = field(default_factory=list)  # "field=value" edits of the preset, e.g. depth=9
-    cross_mode: str = "prefix"      # CrossWKV variant to train ("paper" or "prefix")
-    init: str = "rwkv7"             # "rwkv7" reference init or the paper's "xavier"
+    model_overrides: list[str] = field(default_factory=list)  # "field=value" edits of the preset, e.g.
+                                    # depth=9 or cross_mode=paper (the CrossWKV variant)
     data: str = "shapes"            # "shapes" (procedural, dir7.data) or a folder of the user's images
     kind_weights: str = ""          # shapes only: scene-kind mix as "kind=weight,...", e.g. "counting=3" to
                                     # show more of a task the model fails; unlisted kinds keep
@@ -77,7 +80,7 @@ class TrainConfig:
     weight_decay: float = 0.0       # AdamW decoupled weight decay
     grad_clip: float = 1.0          # max global gradient norm
     ema_decay: float = 0.999        # EMA of the weights; the EMA is what gets shipped
-    text_dropout: float = 0.1       # fraction of captions replaced by "" (guidance)
+    text_dropout: float = 0.1       # fraction of captions replaced by "" (classifier-free guidance)
     snr_gamma: float = 0.0          # Min-SNR-gamma loss weights (5 in Hang et al. 2023): low-noise steps
                                     # weigh min(SNR, gamma)/SNR, moving gradient toward the high-noise
                                     # steps that decide layout; 0 = the paper's unweighted eq. 17
@@ -98,9 +101,14 @@ class TrainConfig:
     grow_depth: int = 0             # with init_from: train a model this many (even) blocks deeper, whose new
                                     # blocks start as the identity (dir7.model.grow_into); 0 = same depth
 
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> TrainConfig:
+        if name not in TRAIN_PRESETS:
+            raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
+        return dataclasses.replace(TRAIN_PRESETS[name], **overrides)
+
     def model_config(self) -> DIR7Config:
-        cfg = DIR7Config.from_preset(self.preset, cross_mode=self.cross_mode, init=self.init,
-                                     text_dropout=self.text_dropout)
+        cfg = DIR7Config.from_preset(self.preset)
         fields = {f.name: f for f in dataclasses.fields(DIR7Config)}
         edits = {}
         for item in self.model_overrides:
@@ -108,8 +116,6 @@ class TrainConfig:
             if not sep or name not in fields:
                 raise ValueError(f"model override {item!r}: expected field=value with a DIR7Config field")
             current = getattr(cfg, name)
-            if current is None:  # no preset value to take the type from (a sampling default)
-                raise ValueError(f"model override {item!r}: this field cannot be set with --set")
             try:
                 if isinstance(current, bool):
                     edits[name] = value.lower() in ("1", "true", "yes")
@@ -141,6 +147,23 @@ class TrainConfig:
         if not any(w > 0 for w in weights.values()):
             raise ValueError(f"kind weights {self.kind_weights!r} leave no scene kind with a positive weight")
         return weights
+
+
+# the scene mix of the shapes model's later stages: more of the tasks it failed (docs/training.md)
+SHAPES_KIND_WEIGHTS = "single_object=0.5,colors=0.5,two_object=2.5,counting=3,position=2.5,color_attr=2"
+
+TRAIN_PRESETS: dict[str, TrainConfig] = {
+    # the paper's optimiser settings (lr 1e-4, constant after warm-up)
+    "default": TrainConfig(),
+    # a few hundred steps on a CPU: checks that a setup trains end to end
+    "smoke": TrainConfig(batch_size=16, steps=200, warmup=20, log_every=10, sample_every=0, save_every=100,
+                         workers=0),
+    # the shipped shapes model's stages 7-13 on one GPU (recipes/dir7-shapes.sh): batch 512, cosine
+    # schedule, Min-SNR-5, compiled, captions padded to one length
+    "shapes": TrainConfig(batch_size=512, steps=5000, lr=2e-4, warmup=200, lr_schedule="cosine", workers=5,
+                          sample_every=0, log_every=100, compile=True, text_pad_multiple=48,
+                          kind_weights=SHAPES_KIND_WEIGHTS, snr_gamma=5.0),
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -211,25 +234,24 @@ def _optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_training_state(path: Path, tc: TrainConfig, step: int, model, ema, opt, generator) -> None:
+def save_training_state(path: Path, tc: TrainConfig, step: int, model, ema, opt, generator,
+                        pipeline_config: PipelineConfig, command: str = "") -> None:
     opt_tensors, opt_meta = _optimizer_to_tensors(opt)
     model_state, ema_state = model.state_dict(), ema.state_dict()
-    cfg_json = json.dumps(model.config.to_dict(), indent=2)
 
     def write(tmp: Path) -> None:
         (tmp / "ema").mkdir()
-        (tmp / "ema" / CONFIG_NAME).write_text(cfg_json)  # a pipeline checkpoint of the EMA weights
+        save_configs(tmp / "ema", model.config, pipeline_config)  # a model directory of the EMA weights
         save_state_dict(ema_state, tmp / "ema")
         save_state_dict(model_state, tmp, prefix="model")
         save_state_dict(opt_tensors, tmp, prefix="optimizer")
         save_file({"generator": generator.get_state()}, str(tmp / "rng.safetensors"))
         (tmp / "train_state.json").write_text(json.dumps(
-            {"step": step, "train_config": dataclasses.asdict(tc), "optimizer": opt_meta}, indent=2))
+            {"step": step, "command": command, "train_config": dataclasses.asdict(tc), "optimizer": opt_meta},
+            indent=2))
 
     atomic_directory_write(path, write)
 
-
-SAMPLING_DEFAULTS = ("default_sampler", "default_steps", "default_guidance", "default_guidance_interval")
 
 # DIR7Config switches a warm start may turn on, with the modules they add. Each module's
 # output layer starts at zero, so the grown model computes exactly what its source did
@@ -237,44 +259,32 @@ SAMPLING_DEFAULTS = ("default_sampler", "default_steps", "default_guidance", "de
 GROWABLE = {"pooled_text": "text_pool."}
 
 
-def _checkpoint_config_path(path: Path) -> Path:
-    """The model config of a training checkpoint (its EMA pipeline's) or of a pipeline checkpoint."""
-    return path / "ema" / CONFIG_NAME if (path / "train_state.json").is_file() else path / CONFIG_NAME
-
-
-def sampling_defaults_of(path: Path) -> dict:
-    """The sampling defaults saved with a checkpoint ({} if it has no config). A warm start keeps
-    them: they were tuned for the weights it starts from (e.g. the shipped model's guidance)."""
-    config_path = _checkpoint_config_path(Path(path))
-    if not config_path.is_file():
-        return {}
-    saved = json.loads(config_path.read_text())
-    return {name: saved[name] for name in SAMPLING_DEFAULTS if name in saved}
+def model_directory(path: Path) -> Path:
+    """The model directory of a checkpoint: a training checkpoint's EMA one, or the path itself."""
+    return path / "ema" if (path / "train_state.json").is_file() else path
 
 
 def load_initial_weights(path: Path, model, ema) -> None:
     """Warm start (``--init-from``): weights without the rest of a training state.
 
     ``path`` is either a training checkpoint (``<run>/checkpoint``: model and EMA weights are
-    taken, the optimizer moments, step and random stream are not) or a pipeline checkpoint
+    taken, the optimizer moments, step and random stream are not) or a model directory
     (config.json + shards: the same weights go into the model and its EMA). Any float dtype
     is accepted (a half-precision copy is cast up). Unlike resuming, this is not exact: AdamW
     starts with fresh moments, so use a warm-up. Used for fine-tuning, and to carry a run
     to another machine when the full optimizer state is too large to move. The two models
-    must agree in every config field that changes the function, except that a ``GROWABLE``
-    switch may be on here and off there (e.g. ``--set pooled_text=true``): its new module
-    keeps its no-op initialisation.
+    must agree in every config field, except that a ``GROWABLE`` switch may be on here and off
+    there (e.g. ``--set pooled_text=true``): its new module keeps its no-op initialisation.
     """
     path = Path(path)
     is_training_checkpoint = (path / "train_state.json").is_file()
-    config_path = _checkpoint_config_path(path)
+    source = model_directory(path)
     new_modules: tuple[str, ...] = ()
-    if config_path.is_file():
+    if (source / CONFIG_NAME).is_file():
         # the shapes could match while the meaning differs (cross_mode, scan orders, init, text encoder)
-        theirs = DIR7Config.from_dict(json.loads(config_path.read_text()), source=str(config_path)).to_dict()
+        theirs = load_configs(source)[0].to_dict()
         ours = model.config.to_dict()
-        free = {"notes", "text_dropout", *SAMPLING_DEFAULTS}
-        differ = sorted(k for k in ours if k not in free and ours[k] != theirs[k])
+        differ = sorted(k for k in ours if ours[k] != theirs[k])
         grown = [k for k in differ if k in GROWABLE and ours[k] and not theirs[k]]
         new_modules = tuple(GROWABLE[k] for k in grown)
         differ = [k for k in differ if k not in grown]
@@ -284,15 +294,25 @@ def load_initial_weights(path: Path, model, ema) -> None:
     if is_training_checkpoint:
         load_into(model, path, prefix="model", new_modules=new_modules)
         load_into(ema, path / "ema", new_modules=new_modules)
-    elif config_path.is_file():
+    elif (source / CONFIG_NAME).is_file():
         load_into(model, path, new_modules=new_modules)
         ema.load_state_dict(model.state_dict())
     else:
         raise FileNotFoundError(f"--init-from {path}: neither a training checkpoint (train_state.json) "
-                                f"nor a pipeline checkpoint ({CONFIG_NAME})")
+                                f"nor a model directory ({CONFIG_NAME})")
     for p in [*model.parameters(), *ema.parameters()]:
         if not torch.isfinite(p).all():
             raise ValueError(f"--init-from {path}: the weights hold NaN or inf")
+
+
+def run_pipeline_config(tc: TrainConfig, ckpt: Path) -> PipelineConfig:
+    """The sampling defaults a run saves with its weights and samples its grids with: its own
+    (resuming), else those of the weights it starts from (they were tuned for them), else the
+    defaults."""
+    for path in (ckpt, Path(tc.init_from) if tc.init_from else None):
+        if path is not None and (model_directory(path) / CONFIG_NAME).is_file():
+            return load_configs(model_directory(path))[1]
+    return PipelineConfig()
 
 
 def load_training_state(path: Path, model, ema, opt, generator) -> int:
@@ -366,9 +386,11 @@ def _setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
 
 
 @torch.no_grad()
-def write_sample_grid(path: Path, ema: DIR7Model, enc: TextEncoder, seed: int) -> None:
-    pipe = DIR7Pipeline(ema, enc, name="ema")
-    out = pipe(list(SAMPLE_PROMPTS), num_inference_steps=25, guidance_scale=4.0, seed=seed, sampler="ddim")
+def write_sample_grid(path: Path, ema: DIR7Model, enc: TextEncoder, pipeline_config: PipelineConfig,
+                      seed: int) -> None:
+    """Sample the fixed prompts with the run's own sampling defaults (what the shipped model would use)."""
+    pipe = DIR7Pipeline(ema, enc, pipeline_config, name="ema")
+    out = pipe(list(SAMPLE_PROMPTS), seed=seed, stats=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     image_grid(out.images, cols=4, scale=2).save(path)
 
@@ -394,9 +416,7 @@ def train(tc: TrainConfig) -> Path:
     ckpt = out / "checkpoint"
     cfg = tc.model_config()
     command = "python -m dir7.train " + " ".join(sys.argv[1:])
-    cfg = dataclasses.replace(cfg, notes={**cfg.notes, "train_command": command})
-    if tc.init_from:
-        cfg = dataclasses.replace(cfg, **sampling_defaults_of(Path(tc.init_from)))
+    pipeline_config = run_pipeline_config(tc, ckpt)
 
     source_cfg = cfg  # the --init-from model's config; a grown run trains a deeper one
     if tc.grow_depth:
@@ -446,8 +466,7 @@ def train(tc: TrainConfig) -> Path:
         images, captions = next(batches)
         t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=generator)[mine]
         noise = torch.randn(B, cfg.in_channels, S, S, generator=generator)[mine]
-        drop = (torch.rand(B, generator=generator) < tc.text_dropout)[mine]
-        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        captions = drop_captions(captions, tc.text_dropout, generator, rank=rank, world=world)
         loss, grad_norm = training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noise,
                                         lr=lr_at(tc, step), ema_decay=ema_decay_at(tc, step + 1),
                                         grad_clip=tc.grad_clip, use_bf16=use_bf16,
@@ -479,11 +498,11 @@ def train(tc: TrainConfig) -> Path:
                 log_file.flush()
         if step % tc.save_every == 0 or step == stop_at:
             if rank == 0:
-                save_training_state(ckpt, tc, step, model, ema, opt, generator)
+                save_training_state(ckpt, tc, step, model, ema, opt, generator, pipeline_config, command)
             if world > 1:
                 dist.barrier()
         if rank == 0 and tc.sample_every and (step % tc.sample_every == 0 or step == tc.steps):
-            write_sample_grid(out / "samples" / f"step_{step:07d}.png", ema, enc, seed=tc.seed)
+            write_sample_grid(out / "samples" / f"step_{step:07d}.png", ema, enc, pipeline_config, seed=tc.seed)
 
     pbar.close()
     if log_file:
@@ -492,23 +511,28 @@ def train(tc: TrainConfig) -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    defaults = TrainConfig()
-    ap = argparse.ArgumentParser(prog="python -m dir7.train", description=__doc__,
+    """``--train-preset NAME`` (default "default") gives the defaults; every other flag overrides one field."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--train-preset", default="default", choices=sorted(TRAIN_PRESETS))
+    known, _ = pre.parse_known_args(argv)
+    defaults = TRAIN_PRESETS[known.train_preset]
+    ap = argparse.ArgumentParser(prog="python -m dir7.train", description=__doc__, parents=[pre],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "model_overrides":
             ap.add_argument("--set", dest=f.name, action="append", default=[], metavar="FIELD=VALUE",
-                            help="change a field of the preset's DIR7Config (repeatable), e.g. --set depth=9; "
-                                 "a list is comma-separated: --set scan_orders=row,col")
+                            help="change a field of the preset's DIR7Config (repeatable), e.g. --set depth=9, "
+                                 "--set cross_mode=paper; a list is comma-separated: --set scan_orders=row,col")
         elif isinstance(getattr(defaults, f.name), bool):
             ap.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
                             default=getattr(defaults, f.name), help=f"default: {getattr(defaults, f.name)}")
         else:
             ap.add_argument(flag, dest=f.name, type=type(getattr(defaults, f.name)),
                             default=getattr(defaults, f.name), help=f"default: {getattr(defaults, f.name)}")
-    args = ap.parse_args(argv)
-    tc = TrainConfig(**vars(args))
+    args = vars(ap.parse_args(argv))
+    args.pop("train_preset")
+    tc = TrainConfig(**args)
     for name, allowed in (("lr_schedule", ("constant", "cosine")), ("precision", ("auto", "bf16", "fp32")),
                           ("device", ("auto", "cuda", "cpu"))):
         if getattr(tc, name) not in allowed:

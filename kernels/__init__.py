@@ -1,26 +1,29 @@
-"""WKV-7 recurrence kernels. Knows nothing of ``dir7``; ``dir7`` calls :func:`wkv7` only.
+"""WKV-7 recurrence kernels. Knows nothing of ``dir7``; ``dir7`` reaches it through ``dir7.ops``.
 
-The Triton kernels (``wkv7_triton_recurrent``, ``wkv7_triton_chunk``) are imported on first
-access, so this package imports without Triton or a GPU.
+Installed, this folder is the package ``dir7_kernels`` (``kernels`` is Hugging Face's).
+The Triton kernels (``wkv7_triton_recurrent``, ``wkv7_triton_chunk``) and the Numba CPU kernel
+(``wkv7_cpu_recurrent``) are imported on first access, so this package imports without
+Triton, Numba or a GPU.
 """
 
 from .chunked import wkv7_chunked
 from .dispatch import wkv7
 from .naive import wkv7_naive
 
-_TRITON_NAMES = {
+_LAZY_NAMES = {
     "wkv7_triton_recurrent": "triton_recurrent",
     "wkv7_triton_chunk": "triton_chunk",
+    "wkv7_cpu_recurrent": "cpu_recurrent",
 }
 
 
 def __getattr__(name: str):
-    if name in _TRITON_NAMES:
+    if name in _LAZY_NAMES:
         import importlib
 
-        return getattr(importlib.import_module(f".{_TRITON_NAMES[name]}", __name__), name)
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# the Triton names stay out of __all__ so that ``from kernels import *`` never imports Triton
+# the lazy names stay out of __all__ so that ``import *`` never imports Triton or Numba
 __all__ = ["wkv7", "wkv7_chunked", "wkv7_naive"]

@@ -1,15 +1,16 @@
 """The one entry point the model uses for the WKV recurrence: ``wkv7``.
 
-CPU tensors go to the chunked PyTorch implementation. CUDA tensors go to the Triton
-kernels when Triton is importable (else to the same PyTorch code, which also runs on GPU):
+CPU tensors: inference (no gradient needed, float32 or half inputs) runs the Numba-compiled
+fused-recurrent loop when Numba is importable; training, float64 and machines without Numba run
+the chunked PyTorch implementation. CUDA tensors go to the Triton kernels when Triton is
+importable (else to the same PyTorch code, which also runs on GPU):
 
 - gradient needed (training): the chunked Triton forward + backward (autograd Function);
 - inference with T <= ``RECURRENT_MAX_T``: the fused-recurrent Triton forward;
-- longer inference: the fused chunked Triton forward alone (no states stored), or from
-  ``TWO_PASS_MIN_T`` on (when set) the two-pass one (parallel per-chunk prep, then a lean scan).
+- longer inference: the fused chunked Triton forward alone (no states stored).
 
-The threshold and the kernels' launch defaults come from benchmarks/wkv7.py on an H100.
-Triton is imported on first use only, so ``import kernels`` needs neither Triton nor a GPU.
+The threshold and the kernels' launch defaults come from ``python -m benchmarks.wkv7`` on an H100.
+Triton and Numba are imported on first use only, so ``import kernels`` needs neither.
 """
 
 from __future__ import annotations
@@ -25,25 +26,26 @@ from .chunked import wkv7_chunked
 # 0.0156 vs 0.0128 at T=16; the crossover lies between (8 itself was not timed).
 RECURRENT_MAX_T = 8
 
-# Inference sequences from this length on would use the two-pass chunked forward. None: never,
-# because on an H100 it measured slower than the fused kernel at every length tried
-# (B=16, H=16, K=64, bf16: 0.161 vs 0.109 ms at T=256, 0.485 vs 0.419 at 1024, 1.872 vs 1.628
-# at 4096; BENCHMARKS.md). It stays available as wkv7_triton_chunk_fwd(..., two_pass=True).
-TWO_PASS_MIN_T: int | None = None
 
-# Inference sequences from this length on use the look-ahead chunked forward (None: never).
-LOOKAHEAD_MIN_T: int | None = None
+@functools.lru_cache(maxsize=1)
+def _cpu_kernel():
+    """The Numba fused-recurrent forward, or None without Numba."""
+    try:
+        from .cpu_recurrent import wkv7_cpu_recurrent
+    except ImportError:
+        return None
+    return wkv7_cpu_recurrent
 
 
 @functools.lru_cache(maxsize=1)
 def _triton_kernels():
-    """``(recurrent, chunk, chunk_fwd)`` Triton entry points, or None without Triton."""
+    """``(recurrent, chunk)`` Triton entry points, or None without Triton."""
     try:
-        from .triton_chunk import wkv7_triton_chunk, wkv7_triton_chunk_fwd
+        from .triton_chunk import wkv7_triton_chunk
         from .triton_recurrent import wkv7_triton_recurrent
     except ImportError:
         return None
-    return wkv7_triton_recurrent, wkv7_triton_chunk, wkv7_triton_chunk_fwd
+    return wkv7_triton_recurrent, wkv7_triton_chunk
 
 
 def wkv7(
@@ -63,18 +65,18 @@ def wkv7(
     float32 ``[B, H, K, V]``. ``scale`` defaults to 1.0 (fla's fused kernel defaults to
     1/sqrt(K) when given None: do not rely on that).
     """
+    needs_grad = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (r, w, k, v, a, b, initial_state)
+    )
+    if r.device.type == "cpu" and not needs_grad and r.dtype != torch.float64:
+        cpu_kernel = _cpu_kernel()
+        if cpu_kernel is not None:
+            return cpu_kernel(r, w, k, v, a, b, scale, initial_state, output_final_state)
     if r.is_cuda:
         triton_kernels = _triton_kernels()
         if triton_kernels is not None:
-            recurrent, chunk, chunk_fwd = triton_kernels
-            needs_grad = torch.is_grad_enabled() and any(
-                x is not None and x.requires_grad for x in (r, w, k, v, a, b, initial_state)
-            )
+            recurrent, chunk = triton_kernels
             if not needs_grad and r.shape[1] <= RECURRENT_MAX_T:
                 return recurrent(r, w, k, v, a, b, scale, initial_state, output_final_state)
-            if not needs_grad and TWO_PASS_MIN_T is not None and r.shape[1] >= TWO_PASS_MIN_T:
-                return chunk_fwd(r, w, k, v, a, b, scale, initial_state, output_final_state, two_pass=True)
-            if not needs_grad and LOOKAHEAD_MIN_T is not None and r.shape[1] >= LOOKAHEAD_MIN_T:
-                return chunk_fwd(r, w, k, v, a, b, scale, initial_state, output_final_state, lookahead=True)
             return chunk(r, w, k, v, a, b, scale, initial_state, output_final_state)
     return wkv7_chunked(r, w, k, v, a, b, scale, initial_state, output_final_state)

@@ -17,7 +17,9 @@ registers, so the whole forward is ONE launch (fla uses several kernels and roun
 through memory for the same work). For training it also writes the state entering each
 chunk (``[B, H, NT, K, V]`` float32) for the backward. The default kernel holds the state
 transposed (S^T) and multiplies in bf16 for half inputs, so each product on the chain feeds
-the next in registers (see _chunk_fwd_kernel); the previous S kernel stays as an option.
+the next in registers (see _chunk_fwd_kernel). Variants that measured slower (the S-layout
+forward, a two-pass and a look-ahead forward, register caps) are described, with their
+numbers and the commit that last held them, in docs/performance.md.
 
 Backward: one program per (batch, head) walks the chunks in reverse with dS (the gradient
 w.r.t. the state leaving the chunk) in registers, recomputes the chunk's matrices, and emits
@@ -43,24 +45,16 @@ import triton.language as tl
 from .naive import check_wkv7_inputs
 from .triton_common import block_size, contiguous, dot_precision, fwd_precision, mm, unit_lower_inverse
 
-# Launch defaults, chosen on an H100 by ``benchmarks/wkv7.py --sweep`` (benchmarks/NOTES-wkv7.md).
+# Launch defaults, chosen on an H100 by ``python -m benchmarks.wkv7 --sweep`` (docs/performance.md).
 DEFAULT_CHUNK = 16        # chunk length of the inference forward
-DEFAULT_FWD_BV = 32       # V columns per forward program (V may be split for parallelism);
-DEFAULT_FWD_WARPS = 2     # BV and warps of the S^T forward from benchmarks/wkv7_layouts.py
-DEFAULT_FWD_MAXNREG = None  # register cap per thread (ptxas .maxnreg); None = the compiler's choice
-DEFAULT_FWD_TRANSPOSED = True  # the S^T forward (bf16 products for half inputs); False: the S one
+DEFAULT_FWD_BV = 32       # V columns per forward program (V may be split for parallelism)
+DEFAULT_FWD_WARPS = 2
 TRAIN_CHUNK = 16          # chunk length of forward + backward (both must use the same)
 DEFAULT_BWD_WARPS = 8
-DEFAULT_BWD_MAXNREG = None
-DEFAULT_PREP_WARPS = 4    # two-pass forward: the parallel per-chunk kernel
-DEFAULT_SCAN_BV = 32      # two-pass forward: V columns per sequential program
-DEFAULT_SCAN_WARPS = 4
-DEFAULT_LOOKAHEAD_BV = 64  # look-ahead forward: V columns per program
-DEFAULT_LOOKAHEAD_WARPS = 4
 
 
 # =====================================================================================
-# Shared per-chunk preparation (everything that does not depend on the state)
+# Per-chunk helpers
 # =====================================================================================
 
 
@@ -120,7 +114,7 @@ def _chunk_fwd_kernel(
     stays in registers; in the [K, V] form each of them crossed shared memory (with a
     barrier) to become a right operand. The right operands (A_dec^T, T_inv^T, Q^T, B_end,
     ...) do not depend on the state. On sm_90 this cut the chunk loop from 1,722 to 1,084
-    instructions per warp (benchmarks/NOTES-wkv7.md, session 4).
+    instructions per warp (docs/wkv7-kernel-notes.md, session 4).
     """
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
@@ -183,302 +177,6 @@ def _chunk_fwd_kernel(
 
     if STORE_HT:
         tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, St, mask=m_state)
-
-
-# -------------------------------------------------------------------------------------
-# The previous forward (state as S [K, V]), kept for comparison
-# -------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _chunk_fwd_kv_kernel(
-    r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
-    o,                         # [B, T, H, V]
-    h0, ht,                    # [B, H, K, V] float32 (dummies when unused)
-    hs,                        # [B, H, NT, K, V] float32: state entering each chunk (training)
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    C: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    USE_H0: tl.constexpr,
-    STORE_HT: tl.constexpr,
-    STORE_HS: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    """The previous forward (sessions 1-3): state held as S [K, V], tf32 products for half
-    inputs. Kept as ``chunk_fwd(..., transposed=False)`` for comparison; see _chunk_fwd_kernel."""
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    NT = tl.cdiv(T, C)
-    o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    m_state = m_k[:, None] & m_v[None, :]
-    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
-    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
-    state_off = o_k[:, None] * V + o_v[None, :]
-
-    S = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_H0:
-        S += tl.load(h0 + i_bh.to(tl.int64) * K * V + state_off, mask=m_state, other=0.0)
-
-    for i_t in range(0, NT):
-        t0 = i_t * C
-        if STORE_HS:
-            tl.store(hs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, S, mask=m_state)
-        # ---- state-independent part (overlaps with the previous chunk's state hand-off)
-        b_v, b_b, b_k, L_ak, Q_rb, Q_rk, T_inv, a_dec, r_dec, to_end, cw_end = _chunk_pairs(
-            r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
-        b_end = b_b * to_end
-        k_end = b_k * to_end
-
-        # ---- the part that needs the incoming state
-        rhs = tl.dot(a_dec, S, input_precision=PRECISION) + tl.dot(L_ak, b_v, input_precision=PRECISION)
-        u = tl.dot(T_inv, rhs, input_precision=PRECISION)                              # [C, BV]
-        b_o = tl.dot(r_dec, S, input_precision=PRECISION)
-        b_o += tl.dot(Q_rb, u, input_precision=PRECISION) + tl.dot(Q_rk, b_v, input_precision=PRECISION)
-        rows = t0 + o_c
-        p_o = o + base_v + rows[:, None] * H * V + o_v[None, :]
-        tl.store(p_o, (scale * b_o).to(o.dtype.element_ty), mask=(rows < T)[:, None] & m_v[None, :])
-        S = tl.exp(cw_end)[:, None] * S
-        S += tl.dot(tl.trans(b_end), u, input_precision=PRECISION)
-        S += tl.dot(tl.trans(k_end), b_v, input_precision=PRECISION)
-
-    if STORE_HT:
-        tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, S, mask=m_state)
-
-
-# =====================================================================================
-# Two-pass forward (long sequences, inference)
-# =====================================================================================
-#
-# The fused forward above walks the chunks in order and redoes all the state-independent
-# work of a chunk (decays, the four pair products, the triangular inverse) on the
-# sequential critical path: at T = 4096 that is ~6 us per chunk x 256 chunks. Here that work
-# moves to a first kernel with one program per (chunk, head), fully parallel, which folds it
-# into six tiles per chunk (u = W S_0 + U, o = Rq S_0 + Oi, S_C = d * S_0 + B_end^T u + K_end^T V):
-#
-#     W  = T_inv A_dec           U  = T_inv L_ak V
-#     Rq = R_dec + Q_rb W        Oi = Q_rb U + Q_rk V        (+ B_end, K_end, d = exp(cw_C))
-#
-# and a second kernel walks the chunks with S in registers doing only the four small products
-# that involve S. The price is a round trip of those tiles through memory (stored in the input
-# dtype, as fla stores its WY tiles), so the single fused kernel stays the better choice for
-# short sequences: kernels.dispatch picks by T.
-
-
-@triton.jit
-def _chunk_pairs(r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v,
-                 H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, PRECISION: tl.constexpr):
-    """Load one chunk and form what does not depend on the state (all float32):
-    ``v, b, k`` tiles, the pair products ``L_ak`` (strict), ``Q_rb``, ``Q_rk`` (causal), the
-    WY inverse ``T_inv = (I - L_ab)^-1``, the decayed ``a_dec``, ``r_dec``, the decay to the
-    chunk's end ``to_end`` and the log-decay across the chunk ``cw_end``. The pair products
-    factor their decays around the chunk's middle row (see the header: overflow)."""
-    strict = o_c[:, None] > o_c[None, :]
-    causal = o_c[:, None] >= o_c[None, :]
-    b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)
-    b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
-    b_k = _load_chunk(k, base_k, t0, T, o_c, o_k, m_k, H * K)
-    b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
-    b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
-    b_v = _load_chunk(v, base_v, t0, T, o_c, o_v, m_v, H * V)
-
-    cw, cw_prev, mid, cw_end = _chunk_decays(b_w, o_c, C)
-    r_m = b_r * tl.exp(cw - mid[None, :])
-    a_m = b_a * tl.exp(cw_prev - mid[None, :])
-    b_m = b_b * tl.exp(mid[None, :] - cw)
-    k_m = b_k * tl.exp(mid[None, :] - cw)
-    L_ab = tl.where(strict, tl.dot(a_m, tl.trans(b_m), input_precision=PRECISION), 0.0)
-    L_ak = tl.where(strict, tl.dot(a_m, tl.trans(k_m), input_precision=PRECISION), 0.0)
-    Q_rb = tl.where(causal, tl.dot(r_m, tl.trans(b_m), input_precision=PRECISION), 0.0)
-    Q_rk = tl.where(causal, tl.dot(r_m, tl.trans(k_m), input_precision=PRECISION), 0.0)
-    T_inv = unit_lower_inverse(L_ab, C, PRECISION)
-    a_dec = b_a * tl.exp(cw_prev)
-    r_dec = b_r * tl.exp(cw)
-    to_end = tl.exp(cw_end[None, :] - cw)
-    return b_v, b_b, b_k, L_ak, Q_rb, Q_rk, T_inv, a_dec, r_dec, to_end, cw_end
-
-
-@triton.jit
-def _chunk_prep(r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v,
-                H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, C: tl.constexpr, PRECISION: tl.constexpr):
-    """The state-independent tiles of one chunk (V restricted to ``o_v``), folded:
-    ``W, U, Rq, Oi, B_end, K_end, d, v`` with u = W S_0 + U, o = Rq S_0 + Oi,
-    S_C = d * S_0 + B_end^T u + K_end^T v (all float32)."""
-    b_v, b_b, b_k, L_ak, Q_rb, Q_rk, T_inv, a_dec, r_dec, to_end, cw_end = _chunk_pairs(
-        r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
-    W = tl.dot(T_inv, a_dec, input_precision=PRECISION)                                    # [C, K]
-    U = tl.dot(T_inv, tl.dot(L_ak, b_v, input_precision=PRECISION), input_precision=PRECISION)  # [C, BV]
-    Rq = r_dec + tl.dot(Q_rb, W, input_precision=PRECISION)                                 # [C, K]
-    Oi = tl.dot(Q_rb, U, input_precision=PRECISION) + tl.dot(Q_rk, b_v, input_precision=PRECISION)
-    return W, U, Rq, Oi, b_b * to_end, b_k * to_end, tl.exp(cw_end), b_v
-
-
-@triton.jit
-def _chunk_prep_kernel(
-    r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
-    wq, rq, bend, kend,        # [B, H, T, K] workspace
-    uq, oi,                    # [B, H, T, V] workspace
-    dend,                      # [B, H, NT, K] float32: exp(cw_C), the decay across the chunk
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    C: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    i_t, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    NT = tl.cdiv(T, C)
-    o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
-    o_v = tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
-    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
-    t0 = i_t * C
-    W, U, Rq, Oi, B_end, K_end, d, _ = _chunk_prep(
-        r, w, k, v, a, b, base_k, base_v, t0, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
-
-    rows = t0 + o_c
-    m_rows = rows < T
-    off_k = i_bh.to(tl.int64) * T * K + rows[:, None] * K + o_k[None, :]
-    off_v = i_bh.to(tl.int64) * T * V + rows[:, None] * V + o_v[None, :]
-    mk, mv = m_rows[:, None] & m_k[None, :], m_rows[:, None] & m_v[None, :]
-    tl.store(wq + off_k, W.to(wq.dtype.element_ty), mask=mk)
-    tl.store(rq + off_k, Rq.to(rq.dtype.element_ty), mask=mk)
-    tl.store(bend + off_k, B_end.to(bend.dtype.element_ty), mask=mk)
-    tl.store(kend + off_k, K_end.to(kend.dtype.element_ty), mask=mk)
-    tl.store(uq + off_v, U.to(uq.dtype.element_ty), mask=mv)
-    tl.store(oi + off_v, Oi.to(oi.dtype.element_ty), mask=mv)
-    tl.store(dend + (i_bh.to(tl.int64) * NT + i_t) * K + o_k, d, mask=m_k)
-
-
-@triton.jit
-def _chunk_lookahead_kernel(
-    r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
-    o,                         # [B, T, H, V]
-    h0, ht,                    # [B, H, K, V] float32 (dummies when unused)
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    C: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    USE_H0: tl.constexpr,
-    STORE_HT: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    """One launch, no workspace: the loop body prepares chunk i+1 (state-independent) while it
-    does chunk i's four state products, so the scheduler can hide the latency of the
-    dependent chain u = W S + U -> S' = d S + B_end^T u + K_end^T v behind independent work."""
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    NT = tl.cdiv(T, C)
-    o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    m_state = m_k[:, None] & m_v[None, :]
-    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
-    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
-    state_off = o_k[:, None] * V + o_v[None, :]
-
-    S = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_H0:
-        S += tl.load(h0 + i_bh.to(tl.int64) * K * V + state_off, mask=m_state, other=0.0)
-    W, U, Rq, Oi, B_end, K_end, d, b_v = _chunk_prep(
-        r, w, k, v, a, b, base_k, base_v, 0, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
-    for i_t in range(0, NT):
-        # chunk i_t + 1 (all zeros past T: its loads are masked, and it is never used then)
-        W2, U2, Rq2, Oi2, B_end2, K_end2, d2, b_v2 = _chunk_prep(
-            r, w, k, v, a, b, base_k, base_v, (i_t + 1) * C, T, o_c, o_k, o_v, m_k, m_v, H, K, V, C, PRECISION)
-        u = tl.dot(W, S, input_precision=PRECISION) + U                                   # [C, BV]
-        b_o = tl.dot(Rq, S, input_precision=PRECISION) + Oi
-        rows = i_t * C + o_c
-        tl.store(o + base_v + rows[:, None] * H * V + o_v[None, :], (scale * b_o).to(o.dtype.element_ty),
-                 mask=(rows < T)[:, None] & m_v[None, :])
-        S = d[:, None] * S
-        S += tl.dot(tl.trans(B_end), u, input_precision=PRECISION)
-        S += tl.dot(tl.trans(K_end), b_v, input_precision=PRECISION)
-        W, U, Rq, Oi, B_end, K_end, d, b_v = W2, U2, Rq2, Oi2, B_end2, K_end2, d2, b_v2
-
-    if STORE_HT:
-        tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, S, mask=m_state)
-
-
-@triton.jit
-def _chunk_scan_kernel(
-    wq, rq, bend, kend,        # [B, H, T, K] from _chunk_prep_kernel
-    uq, oi,                    # [B, H, T, V]
-    dend,                      # [B, H, NT, K] float32
-    v,                         # [B, T, H, V] input values
-    o,                         # [B, T, H, V]
-    h0, ht,                    # [B, H, K, V] float32 (dummies when unused)
-    scale,
-    T,
-    H: tl.constexpr,
-    K: tl.constexpr,
-    V: tl.constexpr,
-    C: tl.constexpr,
-    BK: tl.constexpr,
-    BV: tl.constexpr,
-    USE_H0: tl.constexpr,
-    STORE_HT: tl.constexpr,
-    PRECISION: tl.constexpr,
-):
-    i_v, i_bh = tl.program_id(0), tl.program_id(1)
-    i_b, i_h = i_bh // H, i_bh % H
-    NT = tl.cdiv(T, C)
-    o_c = tl.arange(0, C)
-    o_k = tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    m_state = m_k[:, None] & m_v[None, :]
-    state_off = o_k[:, None] * V + o_v[None, :]
-    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
-    ws_k = i_bh.to(tl.int64) * T * K
-    ws_v = i_bh.to(tl.int64) * T * V
-
-    S = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_H0:
-        S += tl.load(h0 + i_bh.to(tl.int64) * K * V + state_off, mask=m_state, other=0.0)
-
-    for i_t in range(0, NT):
-        rows = i_t * C + o_c
-        m_rows = rows < T
-        mk, mv = m_rows[:, None] & m_k[None, :], m_rows[:, None] & m_v[None, :]
-        off_k = ws_k + rows[:, None] * K + o_k[None, :]
-        off_v = ws_v + rows[:, None] * V + o_v[None, :]
-        # none of these loads depends on S: the compiler may issue them ahead of the products
-        W = tl.load(wq + off_k, mask=mk, other=0.0).to(tl.float32)
-        Rq = tl.load(rq + off_k, mask=mk, other=0.0).to(tl.float32)
-        B_end = tl.load(bend + off_k, mask=mk, other=0.0).to(tl.float32)
-        K_end = tl.load(kend + off_k, mask=mk, other=0.0).to(tl.float32)
-        U = tl.load(uq + off_v, mask=mv, other=0.0).to(tl.float32)
-        Oi = tl.load(oi + off_v, mask=mv, other=0.0).to(tl.float32)
-        b_v = tl.load(v + base_v + rows[:, None] * H * V + o_v[None, :], mask=mv, other=0.0).to(tl.float32)
-        d = tl.load(dend + (i_bh.to(tl.int64) * NT + i_t) * K + o_k, mask=m_k, other=1.0)
-
-        u = tl.dot(W, S, input_precision=PRECISION) + U                                  # [C, BV]
-        b_o = tl.dot(Rq, S, input_precision=PRECISION) + Oi
-        tl.store(o + base_v + rows[:, None] * H * V + o_v[None, :], (scale * b_o).to(o.dtype.element_ty), mask=mv)
-        S = d[:, None] * S
-        S += tl.dot(tl.trans(B_end), u, input_precision=PRECISION)
-        S += tl.dot(tl.trans(K_end), b_v, input_precision=PRECISION)
-
-    if STORE_HT:
-        tl.store(ht + i_bh.to(tl.int64) * K * V + state_off, S, mask=m_state)
 
 
 # =====================================================================================
@@ -630,26 +328,12 @@ def _chunk_bwd_kernel(
 # =====================================================================================
 
 
-def _maxnreg(n: int | None) -> dict:
-    # only passed when set: the interpreter (TRITON_INTERPRET=1) knows no register caps
-    return {"maxnreg": n} if n else {}
-
-
 def chunk_fwd(
     r, w, k, v, a, b, scale, initial_state, output_final_state,
-    *, store_states=False, out=None, final_state_out=None,
-    chunk_size=None, BV=None, num_warps=None, precision=None, maxnreg=None, num_stages=None,
-    transposed=None,
+    *, store_states=False, out=None, final_state_out=None, chunk_size=None, BV=None, num_warps=None,
+    precision=None,
 ):
-    """Launch the forward kernel. Returns ``(o, final state or None, chunk states or None)``.
-
-    ``transposed`` (default DEFAULT_FWD_TRANSPOSED) picks the kernel: the S^T one with bf16
-    products for half inputs, or the previous S one with tf32 products (``False``).
-
-    ``maxnreg`` caps registers per thread. Why it matters: at BV = 64 the kernel takes all
-    255 registers, so an SM holds at most 2 programs of 4 warps (or 1 of 8), and the
-    program count (B*H*V/BV) decides how many waves run; a cap trades spills for residency.
-    """
+    """Launch the forward kernel. Returns ``(o, final state or None, chunk states or None)``."""
     B, T, H, K = r.shape
     V = v.shape[-1]
     C = chunk_size or DEFAULT_CHUNK
@@ -667,10 +351,7 @@ def chunk_fwd(
     BK = block_size(K)
     BV = min(BV or DEFAULT_FWD_BV, block_size(V))
     grid = (triton.cdiv(V, BV), B * H)
-    transposed = DEFAULT_FWD_TRANSPOSED if transposed is None else transposed
-    kernel = _chunk_fwd_kernel if transposed else _chunk_fwd_kv_kernel
-    default_precision = fwd_precision if transposed else dot_precision
-    kernel[grid](
+    _chunk_fwd_kernel[grid](
         r, w, k, v, a, b, o,
         h0 if h0 is not None else o,          # dummies are never touched (constexpr flags)
         ht if ht is not None else o,
@@ -678,16 +359,14 @@ def chunk_fwd(
         float(scale), T,
         H=H, K=K, V=V, C=C, BK=BK, BV=BV,
         USE_H0=h0 is not None, STORE_HT=ht is not None, STORE_HS=hs is not None,
-        PRECISION=precision or default_precision(r.dtype),
+        PRECISION=precision or fwd_precision(r.dtype),
         num_warps=num_warps or DEFAULT_FWD_WARPS,
-        **_maxnreg(maxnreg or DEFAULT_FWD_MAXNREG),
-        **({"num_stages": num_stages} if num_stages else {}),  # software pipelining of the chunk loop
     )
     return o, ht, hs
 
 
 def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None, num_warps=None,
-              precision=None, maxnreg=None):
+              precision=None):
     """Launch the backward kernel. Returns ``(dr, dw, dk, dv, da, db, dh0 or None)``."""
     B, T, H, K = r.shape
     V = v.shape[-1]
@@ -708,88 +387,9 @@ def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None
         USE_DHT=dht is not None, STORE_DH0=dh0 is not None,
         PRECISION=precision or dot_precision(r.dtype),
         num_warps=num_warps or DEFAULT_BWD_WARPS,
-        **_maxnreg(maxnreg or DEFAULT_BWD_MAXNREG),
     )
     return dr, dw, dk, dv, da, db, dh0
 
-
-def chunk_fwd_two_pass(
-    r, w, k, v, a, b, scale, initial_state, output_final_state,
-    *, out=None, final_state_out=None, chunk_size=None, BV=None, num_warps=None,
-    prep_num_warps=None, num_stages=None, precision=None,
-):
-    """Launch the two-pass forward (prep, then scan). Returns ``(o, final state or None)``."""
-    B, T, H, K = r.shape
-    V = v.shape[-1]
-    C = chunk_size or DEFAULT_CHUNK
-    NT = triton.cdiv(T, C)
-    o = out if out is not None else torch.empty(B, T, H, V, dtype=r.dtype, device=r.device)
-    ht = None
-    if output_final_state:
-        ht = final_state_out if final_state_out is not None else r.new_empty(B, H, K, V, dtype=torch.float32)
-    h0 = initial_state
-    if T == 0:
-        if ht is not None:
-            ht.copy_(h0 if h0 is not None else torch.zeros_like(ht))
-        return o, ht
-    precision = precision or dot_precision(r.dtype)
-    # Workspace precision. bf16 tiles (7 mantissa bits) cost up to 8e-3 relative error in o
-    # when neighbouring keys align (T_inv far from I), too close to the 1e-2 bar; fp16 has 10
-    # bits at the same traffic. Its range (65504) is safe: each row of W / Rq maps S_0 to a
-    # component of u_t / o_t through products of the chunk's transitions, contractions for
-    # RWKV-7's a = -kk, b = kk * eta, so entries stay of the size of a, r, b, k and v.
-    ws = torch.float32 if r.dtype in (torch.float32, torch.float64) else torch.float16
-    wq, rq, bend, kend = (r.new_empty(B, H, T, K, dtype=ws) for _ in range(4))
-    uq, oi = (r.new_empty(B, H, T, V, dtype=ws) for _ in range(2))
-    dend = r.new_empty(B, H, NT, K, dtype=torch.float32)
-    _chunk_prep_kernel[(NT, B * H)](
-        r, w, k, v, a, b, wq, rq, bend, kend, uq, oi, dend, T,
-        H=H, K=K, V=V, C=C, BK=block_size(K), BV=block_size(V), PRECISION=precision,
-        num_warps=prep_num_warps or DEFAULT_PREP_WARPS,
-    )
-    BV = min(BV or DEFAULT_SCAN_BV, block_size(V))
-    launch = {"num_warps": num_warps or DEFAULT_SCAN_WARPS}
-    if num_stages:
-        launch["num_stages"] = num_stages
-    _chunk_scan_kernel[(triton.cdiv(V, BV), B * H)](
-        wq, rq, bend, kend, uq, oi, dend, v, o,
-        h0 if h0 is not None else o,
-        ht if ht is not None else o,
-        float(scale), T,
-        H=H, K=K, V=V, C=C, BK=block_size(K), BV=BV,
-        USE_H0=h0 is not None, STORE_HT=ht is not None, PRECISION=precision, **launch,
-    )
-    return o, ht
-
-
-def chunk_fwd_lookahead(
-    r, w, k, v, a, b, scale, initial_state, output_final_state,
-    *, out=None, final_state_out=None, chunk_size=None, BV=None, num_warps=None, precision=None,
-):
-    """Launch the look-ahead forward. Returns ``(o, final state or None)``."""
-    B, T, H, K = r.shape
-    V = v.shape[-1]
-    C = chunk_size or DEFAULT_CHUNK
-    o = out if out is not None else torch.empty(B, T, H, V, dtype=r.dtype, device=r.device)
-    ht = None
-    if output_final_state:
-        ht = final_state_out if final_state_out is not None else r.new_empty(B, H, K, V, dtype=torch.float32)
-    h0 = initial_state
-    if T == 0:
-        if ht is not None:
-            ht.copy_(h0 if h0 is not None else torch.zeros_like(ht))
-        return o, ht
-    BV = min(BV or DEFAULT_LOOKAHEAD_BV, block_size(V))
-    _chunk_lookahead_kernel[(triton.cdiv(V, BV), B * H)](
-        r, w, k, v, a, b, o,
-        h0 if h0 is not None else o,
-        ht if ht is not None else o,
-        float(scale), T,
-        H=H, K=K, V=V, C=C, BK=block_size(K), BV=BV,
-        USE_H0=h0 is not None, STORE_HT=ht is not None, PRECISION=precision or dot_precision(r.dtype),
-        num_warps=num_warps or DEFAULT_LOOKAHEAD_WARPS,
-    )
-    return o, ht
 
 
 # =====================================================================================
@@ -860,19 +460,12 @@ def wkv7_triton_chunk(
 
 
 def wkv7_triton_chunk_fwd(
-    r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, *, two_pass=False,
-    lookahead=False, **launch
+    r, w, k, v, a, b, scale=1.0, initial_state=None, output_final_state=False, **launch
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forward only (no autograd), with the launch knobs exposed: ``out``, ``final_state_out``,
-    ``chunk_size``, ``BV``, ``num_warps``, ``precision``, ``store_states`` (fused kernel);
-    ``two_pass=True`` runs the prep + scan pair instead (``num_stages``, ``prep_num_warps``),
-    ``lookahead=True`` the one-launch kernel that prepares chunk i+1 while scanning chunk i."""
+    ``chunk_size``, ``BV``, ``num_warps``, ``precision``, ``store_states``."""
     check_wkv7_inputs(r, w, k, v, a, b, initial_state)
     r, w, k, v, a, b = contiguous(r, w, k, v, a, b)
     h0 = None if initial_state is None else initial_state.to(torch.float32).contiguous()
-    if two_pass:
-        return chunk_fwd_two_pass(r, w, k, v, a, b, scale, h0, output_final_state, **launch)
-    if lookahead:
-        return chunk_fwd_lookahead(r, w, k, v, a, b, scale, h0, output_final_state, **launch)
     o, ht, _ = chunk_fwd(r, w, k, v, a, b, scale, h0, output_final_state, **launch)
     return o, ht

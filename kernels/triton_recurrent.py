@@ -25,7 +25,7 @@ import triton.language as tl
 from .naive import check_wkv7_inputs
 from .triton_common import contiguous
 
-# Default launch shape, chosen on an H100 by benchmarks/wkv7.py (see benchmarks/NOTES-wkv7.md).
+# Default launch shape, chosen on an H100 by ``python -m benchmarks.wkv7`` (docs/wkv7-kernel-notes.md).
 DEFAULT_BV = 16
 DEFAULT_NUM_WARPS = 1
 

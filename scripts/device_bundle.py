@@ -5,7 +5,7 @@ download anything, so the text encoder and any weights to continue from must tra
 the tree. Two pieces do not fit as they are (the fp16 MiniLM alone is 45 MB, a dir7-demo
 training checkpoint with its EMA 67 MB), so:
 
-    python scripts/device_bundle.py encoder .gpu/minilm-shapes
+    python -m scripts.device_bundle encoder .gpu/minilm-shapes
         The default text encoder in fp16 with every word-embedding row that no shapes
         caption or evaluation prompt uses set to zero, and the weights file gzipped (the
         zero rows compress away: about 21 MB instead of 45). For training on the shapes data
@@ -13,13 +13,13 @@ training checkpoint with its EMA 67 MB), so:
         command checks on fresh captions before it writes anything. On the GPU machine:
         gunzip .gpu/minilm-shapes/model.safetensors.gz; export DIR7_TEXT_ENCODER_DIR=...
 
-    python scripts/device_bundle.py weights runs/prefix/checkpoint .gpu/carry
+    python -m scripts.device_bundle weights runs/prefix/checkpoint .gpu/carry
         The model and EMA weights of a training checkpoint in fp16 (33 MB for dir7-demo),
         laid out as a training checkpoint without optimizer state, for
         ``python -m dir7.train --init-from .gpu/carry`` (a warm start, not an exact resume).
 
-    python scripts/device_bundle.py weights checkpoints/dir7-shapes .gpu/base
-        The same for a pipeline checkpoint (config.json + shards, e.g. the shipped model: 26 MB
+    python -m scripts.device_bundle weights checkpoints/dir7-shapes .gpu/base
+        The same for a model directory (config.json + shards, e.g. the shipped model: 26 MB
         instead of 52). The tracked fp32 shards travel with the tree too, so move them out of
         the working tree for that call and carry .gpu/base instead.
 """
@@ -30,19 +30,17 @@ import argparse
 import gzip
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from dir7.checkpoint import CONFIG_NAME, load_state_dict, save_state_dict
 from dir7.data import captions as caption_words
 from dir7.data.captions import caption_scene
 from dir7.data.scenes import SPLITS, sample_rng, sample_scene
+from dir7.pipeline import CARD_NAME, PIPELINE_CONFIG_NAME
 from dir7.text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder, resolve_text_encoder
 
 EMBEDDING = "embeddings.word_embeddings.weight"
@@ -121,17 +119,19 @@ def pack_encoder(out: Path, n_captions: int) -> None:
 
 def pack_weights(checkpoint: Path, out: Path) -> None:
     """fp16 copies of the weights, laid out as the source is: a training checkpoint's model and
-    EMA (without optimizer state), or a pipeline checkpoint's one set."""
+    EMA (without optimizer state), or a model directory's one set."""
+    configs = [CONFIG_NAME, PIPELINE_CONFIG_NAME, CARD_NAME]
     if (checkpoint / "train_state.json").is_file():
-        copied, weights = ["train_state.json", f"ema/{CONFIG_NAME}"], [".", "ema"]
+        copied, weights = ["train_state.json", *(f"ema/{name}" for name in configs)], [".", "ema"]
     elif (checkpoint / CONFIG_NAME).is_file():
-        copied, weights = [CONFIG_NAME], ["."]
+        copied, weights = configs, ["."]
     else:
         raise SystemExit(f"{checkpoint} is neither a training checkpoint (train_state.json) "
-                         f"nor a pipeline checkpoint ({CONFIG_NAME})")
+                         f"nor a model directory ({CONFIG_NAME})")
     for name in copied:
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(checkpoint / name, out / name)
+        if (checkpoint / name).is_file():  # a model card, or an older model's pipeline config, may be absent
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(checkpoint / name, out / name)
     for sub in weights:
         state = load_state_dict(checkpoint / sub, prefix="model")
         save_state_dict({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out / sub)
@@ -145,7 +145,7 @@ def main() -> None:
     enc = sub.add_parser("encoder", help="pruned fp16 text encoder for shapes training")
     enc.add_argument("out", type=Path)
     enc.add_argument("--captions", type=int, default=200_000, help="captions sampled to collect the vocabulary")
-    w = sub.add_parser("weights", help="fp16 weights of a training checkpoint (model + EMA) or a pipeline checkpoint")
+    w = sub.add_parser("weights", help="fp16 weights of a training checkpoint (model + EMA) or a model directory")
     w.add_argument("checkpoint", type=Path)
     w.add_argument("out", type=Path)
     args = ap.parse_args()

@@ -1,32 +1,23 @@
-"""Shared fixtures: small configs and one text encoder per test session (loading it takes seconds)."""
+"""Shared fixtures: one text encoder per test session (loading it takes seconds), a fixed seed.
+
+Helpers (the tiny model config and friends) are in ``tests/helpers.py``. Importing ``dir7``
+here first also makes ``dir7_kernels`` importable in a source checkout (see ``dir7/ops.py``).
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import os
+
+# Without a GPU the Triton kernels run through Triton's interpreter (CPU tensors, tiny shapes).
+# Triton picks compile-or-interpret when a function is decorated, its own ``tl.*`` helpers
+# included, so the flag must be set before anything imports triton (torch can, lazily).
+if not os.path.exists("/dev/nvidiactl"):
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
 import torch
 
 import dir7
-
-
-def tiny_config(**overrides) -> dir7.DIR7Config:
-    """A DIR-7 small enough for CPU tests: 16x16 images, 64 tokens, two blocks."""
-    base = dir7.DIR7Config.from_preset(
-        "dir7-demo", image_size=16, patch_size=2, dim=64, depth=2, head_size=16, conv_channels=16,
-        decay_lora=8, iclr_lora=8, value_lora=4, gate_lora=16,
-    )
-    return dataclasses.replace(base, **overrides)
-
-
-def randomize_zero_inits(model: torch.nn.Module, std: float = 0.05) -> torch.nn.Module:
-    """Give every zero-initialised parameter (adaLN-Zero gates, the decoder conv, LoRA A)
-    random values, so an untrained model's output depends on its inputs, as a trained one's does."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if torch.count_nonzero(p) == 0:
-                p.normal_(std=std)
-    return model
 
 
 @pytest.fixture(scope="session")
@@ -37,3 +28,8 @@ def text_encoder() -> dir7.TextEncoder:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--refresh-reference", action="store_true",
+                     help="rewrite the shipped model's stored outputs (tests/pipeline/test_shipped_model.py)")

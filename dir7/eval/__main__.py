@@ -1,9 +1,13 @@
-"""Command line: ``python -m dir7.eval shapes [options] --out report.json``.
+"""Command line: ``python -m dir7.eval COMMAND [options]``.
 
-Generates images for every prompt of a GenEval-style prompt file with a DIR-7 checkpoint
-(default: the shipped model), scores them with ShapesEval, writes the JSON report and a
-grid of samples with pass/fail borders beside it (``report.png`` for ``report.json``).
-``--oracle`` scores ground-truth renders instead of a model (the benchmark's ceiling).
+    shapes            ShapesEval: images for every prompt of a GenEval-style prompt file from a
+                      DIR-7 model (default: the shipped one), scored from the pixels; writes the
+                      JSON report and a grid of samples with pass/fail borders beside it
+                      (``report.png`` for ``report.json``). ``--oracle`` scores ground-truth
+                      renders instead of a model (the benchmark's ceiling).
+    failures          why the images of one or more ShapesEval reports failed, by task and kind
+    guidance-sweep    ShapesEval over guidance scales and intervals, chosen on validation seeds
+    loss-by-timestep  a model's eps loss and Min-SNR weight at fixed timesteps
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from . import failures, guidance_sweep, loss_by_timestep
 from .shapes import PROMPTS_PATH, evaluate, format_report, load_prompts, scene_for_metadata
 
 Generate = Callable[[list[str], int], list[Image.Image]]
@@ -32,11 +37,20 @@ def _interval(text: str) -> tuple[int, int] | str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+# the analysis commands: each module's add_arguments(parser) and run(args)
+TOOLS = {"failures": failures, "guidance-sweep": guidance_sweep, "loss-by-timestep": loss_by_timestep}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m dir7.eval", description="DIR-7 benchmarks")
+    ap = argparse.ArgumentParser(prog="python -m dir7.eval", description="DIR-7 benchmarks and analysis tools",
+                                 epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="benchmark", required=True)
+    for name, module in TOOLS.items():
+        module.add_arguments(sub.add_parser(name, help=module.__doc__.splitlines()[0],
+                                            description=module.__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
     p = sub.add_parser("shapes", help="ShapesEval: GenEval's six tasks, decided exactly from the pixels")
-    p.add_argument("--checkpoint", default=None, help="checkpoint directory (default: the shipped model)")
+    p.add_argument("--checkpoint", default=None, help="model directory (default: the shipped model)")
     p.add_argument("--prompts", default=None, help=f"GenEval-style JSONL (default: {PROMPTS_PATH.name})")
     p.add_argument("--images-per-prompt", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
@@ -88,9 +102,11 @@ def pipeline_generate(args: argparse.Namespace) -> tuple[Generate, dict]:
     return generate, {"device": device, "model": info}
 
 
-def main(argv: list[str] | None = None, generate: Generate | None = None) -> dict:
-    """Run the CLI; ``generate`` replaces the model (tests). Returns the report."""
+def main(argv: list[str] | None = None, generate: Generate | None = None):
+    """Run the CLI; ``generate`` replaces the model (tests). Returns the report (or the tool's result)."""
     args = build_parser().parse_args(argv)
+    if args.benchmark in TOOLS:
+        return TOOLS[args.benchmark].run(args)
     if args.images_per_prompt < 1 or args.batch_size < 1:
         raise SystemExit("--images-per-prompt and --batch-size must be >= 1")
     try:

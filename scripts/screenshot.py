@@ -1,0 +1,81 @@
+"""Screenshot the demo in a real browser (Playwright driving Debian's Chromium), e.g. for the README.
+
+    python app.py --port 7860 &
+    python -m scripts.screenshot --url http://127.0.0.1:7860/ --out docs/app_screenshot.png
+
+The browser test (tests/app/test_browser.py) drives the page with the same helpers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def open_browser(playwright):
+    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+
+
+def generate_and_wait(page, prompt: str, steps: int | None, timeout_ms: int) -> None:
+    """Type a prompt, click Generate, wait until the final image and both figures are on the page."""
+    page.locator("#prompt textarea").fill(prompt)
+    if steps is not None:
+        steps_box = page.locator("#steps input[type=number]")
+        steps_box.fill(str(steps))
+        steps_box.press("Enter")
+    page.locator("#generate").click()
+    page.wait_for_function(
+        "document.querySelector('#status').innerText.includes('Done')", timeout=timeout_ms, polling=200
+    )
+    page.locator("#plot-trajectory .js-plotly-plot").wait_for(timeout=timeout_ms)
+    page.locator("#plot-heatmap .js-plotly-plot").wait_for(timeout=timeout_ms)
+
+
+def screenshot(page, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    page.locator("#explanation").scroll_into_view_if_needed()
+    page.screenshot(path=str(out), full_page=True)
+
+
+def main() -> None:
+    """Screenshot a running app (the real model) after one generation, e.g. for the README."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", default="http://127.0.0.1:7860/")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "app_screenshot.png")
+    parser.add_argument("--prompt", default="a red circle left of a blue square")
+    parser.add_argument("--steps", type=int, default=None, help="default: the page's default")
+    parser.add_argument("--width", type=int, default=1280)
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = open_browser(playwright)
+        page = browser.new_page(viewport={"width": args.width, "height": 900})
+        page.goto(args.url)
+        page.locator("#generate").wait_for(timeout=60_000)
+        generate_and_wait(page, args.prompt, args.steps, timeout_ms=600_000)
+        screenshot(page, args.out)
+        browser.close()
+    # A 256-colour palette keeps the committed PNG small; the page has few colours anyway.
+    from PIL import Image
+
+    with Image.open(args.out) as shot:
+        small = shot.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(args.out, optimize=True)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} KiB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,391 @@
+"""Unit tests of the demo's service layer, streaming handler and figures (CPU, tiny random model)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network from tests
+
+import gradio as gr
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+from PIL import Image
+
+import dir7
+from app import service as service_mod
+from app.plots import heatmap_figure, trajectory_figure
+from app.service import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, DemoService, InputError
+from app.ui import build_demo, make_generate_handler
+from tests.helpers import REPO, tiny_config
+
+
+def tiny_pipeline(text_encoder) -> dir7.DIR7Pipeline:
+    cfg = tiny_config(patch_size=4)
+    return dir7.DIR7Pipeline.from_config(cfg, text_encoder=text_encoder)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, text_encoder) -> DemoService:
+    return DemoService(
+        tiny_pipeline(text_encoder), fallback_reason="test model", tmp_dir=tmp_path_factory.mktemp("pngs")
+    )
+
+
+def _long_prompt(svc: DemoService) -> str:
+    words = "a red circle left of a blue square and".split()
+    prompt = ""
+    i = 0
+    while svc.encoder.count_tokens(prompt) <= svc.max_tokens:
+        prompt += words[i % len(words)] + " "
+        i += 1
+    return prompt.strip()
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB"))
+
+
+# ---- validation ------------------------------------------------------------------------------
+
+
+def test_valid_inputs_are_coerced_to_a_typed_request(service):
+    request, notices = service.validate("a red circle", "", 12.0, "3.5", "ddim", "42", False)
+    assert request.prompt == "a red circle"
+    assert request.negative_prompt is None  # an empty negative prompt means none
+    assert request.num_inference_steps == 12 and isinstance(request.num_inference_steps, int)
+    assert request.guidance_scale == 3.5
+    assert request.seed == 42 and isinstance(request.seed, int)
+    assert request.sampler == "ddim"
+    assert notices == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"prompt": ""}, "enter a prompt"),
+        ({"prompt": "   \n\t"}, "enter a prompt"),
+        ({"prompt": None}, "must be text"),
+        ({"prompt": 12}, "must be text"),
+        ({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "characters long"),
+        ({"negative_prompt": ["a"]}, "must be text"),
+        ({"num_inference_steps": 0}, "Steps"),
+        ({"num_inference_steps": MAX_STEPS + 1}, "Steps"),
+        ({"num_inference_steps": 2.5}, "whole number"),
+        ({"num_inference_steps": "many"}, "Steps must be a number"),
+        ({"num_inference_steps": True}, "Steps must be a number"),
+        ({"guidance_scale": -0.5}, "Guidance scale"),
+        ({"guidance_scale": 20.5}, "Guidance scale"),
+        ({"guidance_scale": float("nan")}, "Guidance scale"),
+        ({"guidance_scale": "inf"}, "Guidance scale"),
+        ({"sampler": "euler"}, "Sampler must be one of"),
+        ({"sampler": None}, "Sampler must be one of"),
+        ({"seed": 1.5}, "whole number"),
+        ({"seed": -1}, "whole number"),
+        ({"seed": MAX_SEED + 1}, "whole number"),
+        ({"seed": 10**40}, "whole number"),
+        ({"seed": 1e300}, "whole number"),
+        ({"seed": "abc"}, "Seed must be a number"),
+        ({"seed": None}, "Seed is empty"),
+        ({"seed": ""}, "Seed is empty"),
+    ],
+)
+def test_bad_inputs_raise_a_readable_input_error(service, kwargs, fragment):
+    args = {
+        "prompt": "a red circle",
+        "negative_prompt": None,
+        "num_inference_steps": 4,
+        "guidance_scale": 4.0,
+        "sampler": "ddim",
+        "seed": 0,
+        "randomize_seed": False,
+    }
+    args.update(kwargs)
+    with pytest.raises(InputError) as info:
+        service.validate(**args)
+    message = str(info.value)
+    assert fragment in message
+    assert "Traceback" not in message and len(message) < 300
+
+
+def test_randomize_ignores_the_seed_box_and_reports_an_in_range_seed(service):
+    seeds = {service.validate("a", None, 4, 4.0, "ddim", "not a number", True)[0].seed for _ in range(5)}
+    assert all(0 <= s <= MAX_SEED for s in seeds)
+    assert len(seeds) > 1  # five draws from 2**32 values
+
+
+def test_prompt_over_the_token_limit_is_accepted_with_a_truncation_notice(service):
+    prompt = _long_prompt(service)
+    request, notices = service.validate(prompt, prompt, 4, 4.0, "ddim", 0, False)
+    assert request.prompt == prompt  # the encoder truncates; the app only tells the user
+    assert len(notices) == 2  # prompt and negative prompt
+    assert all(str(service.max_tokens) in n and "ignored" in n for n in notices)
+
+
+def test_prompt_at_the_token_limit_has_no_notice(service):
+    assert service.validate("a red circle", None, 4, 4.0, "ddim", 0, False)[1] == []
+
+
+# ---- sampling --------------------------------------------------------------------------------
+
+
+def test_generate_streams_one_update_per_step_and_ends_with_the_image(service):
+    request, _ = service.validate("a red circle", None, 5, 4.0, "ddim", 1, False)
+    updates = list(service.generate(request))
+    assert [u.step for u in updates] == [1, 2, 3, 4, 5]
+    assert all(u.total == 5 for u in updates)
+    assert [u.done for u in updates] == [False] * 4 + [True]
+    cfg = service.pipe.model.config
+    n_layers, n_heads = updates[0].rms.shape[1:]
+    assert n_heads == cfg.dim // cfg.head_size and n_layers >= 1
+    for k, u in enumerate(updates, start=1):
+        assert u.rms.shape == u.stable_rank.shape == (k, n_layers, n_heads)
+        assert np.isfinite(u.rms).all() and (u.stable_rank >= 1 - 1e-4).all()
+        assert isinstance(u.preview, Image.Image) and u.preview.size == (cfg.image_size, cfg.image_size)
+        assert len(u.timesteps) == k
+    assert updates[-1].image.size == (cfg.image_size, cfg.image_size)
+    assert service.active_generations == 0
+
+
+def test_same_inputs_and_seed_give_the_same_image_and_another_seed_does_not(service):
+    def final(seed):
+        request, _ = service.validate("a blue star", "red", 4, 3.0, "dpm++", seed, False)
+        return _pixels(list(service.generate(request))[-1].image)
+
+    first, again, other = final(7), final(7), final(8)
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_should_stop_cancels_between_steps(service):
+    request, _ = service.validate("a red circle", None, 50, 4.0, "ddim", 0, False)
+    checks = []  # should_stop is asked once after every step
+    updates = list(service.generate(request, should_stop=lambda: checks.append(1) or len(checks) >= 3))
+    assert len(updates) == 3
+    assert not updates[-1].done
+    assert service.active_generations == 0
+
+
+def test_closing_the_stream_stops_the_sampler(service, monkeypatch):
+    """What Gradio does on Stop: it drops/closes the handler's generator. No further step may run."""
+    ran = []
+    original = service.pipe.steps
+
+    def counting_steps(*args, **kwargs):
+        for ev in original(*args, **kwargs):
+            ran.append(ev.step)
+            yield ev
+
+    monkeypatch.setattr(service.pipe, "steps", counting_steps)
+    request, _ = service.validate("a red circle", None, 100, 4.0, "ddim", 0, False)
+    stream = service.generate(request)
+    for _ in range(2):
+        next(stream)
+    assert service.active_generations == 1
+    stream.close()
+    assert ran == [0, 1]
+    assert service.active_generations == 0
+
+
+def test_save_png_writes_a_png_and_keeps_the_folder_bounded(service):
+    request, _ = service.validate("a", None, 1, 4.0, "ddim", 3, False)
+    paths = [service.save_png(Image.new("RGB", (8, 8), "red"), request) for _ in range(70)]
+    assert Image.open(paths[-1]).format == "PNG"
+    assert sum(p.exists() for p in paths) <= 64
+    assert paths[-1].exists()
+
+
+# ---- the Gradio handler, called directly -----------------------------------------------------
+
+
+def test_handler_streams_figures_and_a_downloadable_png(service):
+    handler = make_generate_handler(service, min_update_interval_s=0, figure_interval_s=0)
+    outputs = list(handler("a red circle", "", 3, 4.0, "ddim", 5, False))
+    assert len(outputs) == 1 + 3  # the "starting" update, then one per step
+    first = outputs[0]
+    assert first[2] == 5 and "seed 5" in first[1]  # the seed used is shown at once
+    image, status, seed_used, traj, heat, png = outputs[-1]
+    assert isinstance(image, Image.Image) and seed_used == 5
+    assert "Done" in status
+    assert isinstance(traj, go.Figure) and isinstance(heat, go.Figure)
+    with Image.open(png) as f:
+        assert f.format == "PNG"
+        assert np.array_equal(np.asarray(f.convert("RGB")), _pixels(image))
+
+
+def test_the_final_image_and_its_png_say_how_they_were_made(service):
+    """The settings ride along as PNG text; they also make the final image's encoded bytes
+    differ from the last preview's, so Gradio never rewrites a cache file the page may be reading."""
+    from gradio.processing_utils import encode_pil_to_bytes
+
+    handler = make_generate_handler(service, min_update_interval_s=0, figure_interval_s=0)
+    outputs = list(handler("a red circle", "blurry", 3, 4.0, "ddim", 5, False))
+    preview, final, png = outputs[-2][0], outputs[-1][0], outputs[-1][5]
+    expected = {"prompt": "a red circle", "negative_prompt": "blurry", "seed": "5", "steps": "3",
+                "guidance": "4", "guidance_interval": "all", "sampler": "ddim"}  # (the test model guides every step)
+    with Image.open(png) as f:
+        assert {k: f.text[k] for k in expected} == expected and f.text["model"]
+    assert encode_pil_to_bytes(final) != encode_pil_to_bytes(preview)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("   ", "", 3, 4.0, "ddim", 0, False),
+        ("ok", "", 0, 4.0, "ddim", 0, False),
+        ("ok", "", 3, 99, "ddim", 0, False),
+        ("ok", "", 3, 4.0, "ddim", 2**40, False),
+        ("ok", "", 3, 4.0, "ddim", 0.25, False),
+    ],
+)
+def test_handler_turns_bad_input_into_gr_error(service, args):
+    with pytest.raises(gr.Error) as info:
+        next(make_generate_handler(service, 0)(*args))
+    assert "Traceback" not in str(info.value)
+
+
+def test_handler_reports_truncation_in_the_status(service):
+    # Outside a running app gr.Warning falls back to warnings.warn; in the page it is a toast.
+    with pytest.warns(UserWarning, match="ignored"):
+        outputs = list(make_generate_handler(service, 0)(_long_prompt(service), "", 2, 4.0, "ddim", 0, False))
+    assert all("ignored" in o[1] for o in outputs)
+
+
+def test_handler_hides_unexpected_failures_behind_a_short_message(service, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("internal detail /secret/path")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(service.pipe, "steps", broken)
+    stream = make_generate_handler(service, 0)("ok", "", 2, 4.0, "ddim", 0, False)
+    next(stream)  # the "starting" update
+    with pytest.raises(gr.Error) as info:
+        next(stream)
+    assert "/secret/path" not in str(info.value) and "try again" in str(info.value)
+
+
+# ---- loading and labelling -------------------------------------------------------------------
+
+
+def test_missing_shipped_checkpoint_falls_back_to_a_labelled_untrained_model(monkeypatch, text_encoder):
+    def no_checkpoint(path=None, **kwargs):
+        raise FileNotFoundError("no DIR-7 checkpoint at checkpoints/dir7-shapes")
+
+    monkeypatch.setattr(dir7.DIR7Pipeline, "from_pretrained", classmethod(lambda cls, *a, **k: no_checkpoint()))
+    monkeypatch.setattr(service_mod, "build_untrained_pipeline", lambda: tiny_pipeline(text_encoder))
+    svc = DemoService.load(device="cpu")
+    assert not svc.trained
+    assert "UNTRAINED" in svc.describe()
+    assert "no trained checkpoint" in svc.describe()
+    with build_demo(svc) as demo:  # the banner is in the page
+        banner = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "dir7-banner"]
+        assert banner and "UNTRAINED" in banner[0].value and "untrained" in banner[0].elem_classes
+
+
+def test_an_explicit_missing_checkpoint_is_an_error_not_a_fallback(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        DemoService.load(checkpoint=str(tmp_path / "nope"), device="cpu")
+
+
+def test_a_saved_checkpoint_loads_as_trained(tmp_path, text_encoder):
+    tiny_pipeline(text_encoder).save_pretrained(tmp_path / "ckpt")
+    svc = DemoService.load(checkpoint=str(tmp_path / "ckpt"), device="cpu")
+    assert svc.trained
+    assert "UNTRAINED" not in svc.describe()
+    assert svc.defaults["sampler"] in svc.samplers
+
+
+def test_device_defaults_to_cpu_without_cuda_and_rejects_missing_cuda(monkeypatch):
+    monkeypatch.setattr(service_mod.torch.cuda, "is_available", lambda: False)
+    assert service_mod.resolve_device(None) == service_mod.resolve_device("auto") == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        service_mod.resolve_device("cuda")
+    monkeypatch.setattr(service_mod.torch.cuda, "is_available", lambda: True)
+    assert service_mod.resolve_device("auto") == "cuda"
+
+
+def test_defaults_come_from_the_pipeline_config_within_ui_ranges(service, monkeypatch):
+    sampling = service.pipe.config
+    d = service.defaults
+    assert d["num_inference_steps"] == min(sampling.num_inference_steps, MAX_STEPS)
+    assert d["guidance_scale"] == sampling.guidance_scale and d["sampler"] == sampling.sampler
+    monkeypatch.setattr(service.pipe, "config", dir7.PipelineConfig(sampler="ddim", num_inference_steps=900,
+                                                                     guidance_scale=7.5))
+    assert service.defaults == {"num_inference_steps": MAX_STEPS, "guidance_scale": 7.5, "sampler": "ddim",
+                                "seed": 0}
+
+
+def test_app_py_options():
+    import app as app_pkg  # the package, not app.py: check the script separately
+
+    assert hasattr(app_pkg, "build_demo")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("app_script", REPO / "app.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    args = script.parse_args([])
+    assert (args.host, args.port, args.share, args.checkpoint) == ("127.0.0.1", 7860, False, None)
+    args = script.parse_args(["--host", "0.0.0.0", "--port", "9000", "--share", "--checkpoint", "ck"])
+    assert (args.host, args.port, args.share, args.checkpoint) == ("0.0.0.0", 9000, True, "ck")
+
+
+# ---- figures ---------------------------------------------------------------------------------
+
+
+def _stats(steps=4, layers=3, heads=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.random((steps, layers, heads)), 1 + 3 * rng.random((steps, layers, heads))
+
+
+def test_trajectory_figure_has_one_line_per_layer_per_metric_with_head_means():
+    rms, srank = _stats()
+    fig = trajectory_figure(rms, srank, total_steps=10, timesteps=[900, 800, 700, 600])
+    assert len(fig.data) == 2 * 3
+    rms_lines = [t for t in fig.data if t.xaxis == "x"]
+    rank_lines = [t for t in fig.data if t.xaxis == "x2"]
+    assert len(rms_lines) == len(rank_lines) == 3
+    for layer, trace in enumerate(rms_lines):
+        assert list(trace.x) == [1, 2, 3, 4]
+        np.testing.assert_allclose(trace.y, rms[:, layer].mean(axis=1))
+    for layer, trace in enumerate(rank_lines):
+        np.testing.assert_allclose(trace.y, srank[:, layer].mean(axis=1))
+    assert tuple(fig.layout.xaxis.range)[1] >= 10  # room for the steps still to come
+    json.loads(fig.to_json())  # serialisable for gr.Plot
+
+
+def test_heatmap_figure_shows_layer_by_head_for_both_metrics():
+    rms, srank = _stats()
+    fig = heatmap_figure(rms[-1], srank[-1], step=4, total=10)
+    assert [t.type for t in fig.data] == ["heatmap", "heatmap"]
+    np.testing.assert_allclose(np.asarray(fig.data[0].z), rms[-1])
+    np.testing.assert_allclose(np.asarray(fig.data[1].z), srank[-1])
+    assert "4/10" in fig.layout.title.text
+    json.loads(fig.to_json())
+
+
+def test_figures_work_for_a_single_step_and_reject_mismatched_shapes():
+    rms, srank = _stats(steps=1, layers=1, heads=1)
+    assert len(trajectory_figure(rms, srank).data) == 2
+    assert len(heatmap_figure(rms[0], srank[0]).data) == 2
+    with pytest.raises(ValueError):
+        trajectory_figure(rms, srank[:, :, :0])
+    with pytest.raises(ValueError):
+        heatmap_figure(rms, srank)  # 3-D where 2-D is expected
+
+
+def test_notebook_links_point_to_the_repo_or_the_space(monkeypatch):
+    from app.ui import explanation_markdown
+
+    monkeypatch.delenv("DIR7_REPO_URL", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    text = explanation_markdown()
+    for name in ("01_wkv_recurrence", "02_crosswkv", "03_state_dynamics", "04_state_tracking"):
+        assert f"](notebooks/{name}.ipynb)" in text
+    monkeypatch.setenv("SPACE_ID", "someone/dir7")
+    assert "](https://huggingface.co/spaces/someone/dir7/blob/main/notebooks/01_wkv_recurrence.ipynb)" in (
+        explanation_markdown()
+    )
+    monkeypatch.setenv("DIR7_REPO_URL", "https://example.org/dir7/blob/main")
+    assert "](https://example.org/dir7/blob/main/notebooks/04_state_tracking.ipynb)" in explanation_markdown()

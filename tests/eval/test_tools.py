@@ -1,0 +1,66 @@
+"""The analysis commands of ``python -m dir7.eval``: failures, loss-by-timestep, guidance-sweep."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import dir7
+from dir7.eval.__main__ import main as cli_main
+from tests.helpers import REPO, tiny_config
+
+SHIPPED_REPORT = REPO / "results" / "dir7-shapes" / "shapes_eval.json"
+
+
+def test_failures_accounts_for_every_failed_image(tmp_path, capsys):
+    report = json.loads(SHIPPED_REPORT.read_text())
+    out = tmp_path / "failures.json"
+    summary = cli_main(["failures", str(SHIPPED_REPORT), "--json", str(out)])
+    assert json.loads(out.read_text()) == summary
+    assert summary["images"] == len(report["images"])
+    for task, row in summary["tasks"].items():
+        failed = [r for r in report["images"] if r["tag"] == task and not r["passed"]]
+        assert row["failed"] == len(failed)
+        assert sum(row[k] for k in ("missing", "too_few", "no_target", "misplaced", "too_many")) == sum(
+            len(r["reasons"]) for r in failed)
+    assert "| two_object |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="not a ShapesEval report"):
+        cli_main(["failures", str(tmp_path / "nope.json")])
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory, text_encoder):
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    model = dir7.DIR7Model(tiny_config(image_size=32, patch_size=4))
+    dir7.DIR7Pipeline(model, text_encoder).save_pretrained(path)
+    return path
+
+
+def test_loss_by_timestep_reports_every_timestep_with_its_weight(tiny_model_dir, capsys):
+    rows = cli_main(["loss-by-timestep", "--checkpoint", str(tiny_model_dir), "--batch", "2",
+                     "--timesteps", "10,990"])
+    assert [r["t"] for r in rows] == [10, 990]
+    assert all(0 <= r["eps_mse"] < 10 for r in rows)  # finite: NaN fails the comparison
+    assert rows[0]["min_snr_weight"] < 1 and rows[1]["min_snr_weight"] == 1
+    assert "| 990 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="timesteps must lie"):
+        cli_main(["loss-by-timestep", "--checkpoint", str(tiny_model_dir), "--timesteps", "1000"])
+
+
+@pytest.mark.slow
+def test_guidance_sweep_scores_the_grid_then_the_finalists(tiny_model_dir, tmp_path):
+    out = tmp_path / "sweep.json"
+    args = ["guidance-sweep", "--checkpoint", str(tiny_model_dir), "--guidance", "1.5", "3", "--intervals", "all",
+            "400,999", "--val-seeds", "7", "--test-seeds", "0", "--top", "1", "--images-per-prompt", "1",
+            "--batch-size", "8", "--devices", "cpu", "--workers", "1", "--limit", "2", "--out", str(out)]
+    cli_main(args)
+    result = json.loads(out.read_text())
+    assert len(result["validation"]) == 4  # 2 guidance scales x 2 intervals
+    best = result["validation"][0]
+    # the best validation setting and the model's own default (2.5 at every step, not in the grid)
+    assert [(r["guidance"], r["interval"], r["is_default"]) for r in result["test"]] == [
+        (best["guidance"], best["interval"], False), (2.5, "all", True)]
+    assert result["evals_per_image"] == {"all": 50, "400,999": 40}
+    with pytest.raises(SystemExit, match="must differ"):
+        cli_main([*args[:-2], "--test-seeds", "7", "--out", str(out)])
