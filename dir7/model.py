@@ -247,9 +247,16 @@ class DIR7Model(nn.Module):
 
         # derived, not learned: kept out of checkpoints
         self.register_buffer("pos_embed", sincos_pos_embed_2d(D, grid)[None], persistent=False)
-        perms = torch.stack([scan_permutation(o, grid) for o in cfg.scan_orders])
-        self.register_buffer("scan_perm", perms, persistent=False)                  # [n_orders, T]
-        self.register_buffer("scan_inv", torch.argsort(perms, dim=1), persistent=False)
+        perms = torch.stack([scan_permutation(o, grid) for o in cfg.scan_orders])   # [n_orders, T]
+        inv = torch.argsort(perms, dim=1)
+        self.register_buffer("scan_perm", perms, persistent=False)
+        self.register_buffer("scan_inv", inv, persistent=False)
+        # scan_move[a, b]: tokens in order a -> order b (index n_orders: raster order)
+        n, raster = perms.shape[0], torch.arange(grid * grid)
+        into = torch.cat([perms, raster[None]])                       # [n + 1, T]: order -> raster
+        out_of = torch.cat([inv, raster[None]])                       # [n + 1, T]: raster -> order
+        self.register_buffer("scan_move", out_of[:, None, :].expand(-1, n + 1, -1).gather(
+            2, into[None].expand(n + 1, -1, -1)), persistent=False)  # [n + 1, n + 1, T]
         self._init_outer()
 
     @torch.no_grad()
@@ -266,6 +273,16 @@ class DIR7Model(nn.Module):
         # the output starts at exactly zero (eps-MSE starts at 1); the conv gets gradient from step one
         nn.init.zeros_(self.decoder[1].weight)
         nn.init.zeros_(self.decoder[1].bias)
+
+    def _move(self, x: torch.Tensor, source: int, target: int, prefix: int = 0) -> torch.Tensor:
+        """Tokens ``x [B, prefix + T, D]`` from scan order ``source`` into ``target`` (index
+        ``n_orders`` is raster order); the first ``prefix`` positions (text) keep their place."""
+        if source == target:
+            return x
+        move = self.scan_move[source, target]
+        if not prefix:
+            return x[:, move]
+        return torch.cat([x[:, :prefix], x[:, prefix:][:, move]], dim=1)
 
     @property
     def cross_layers(self) -> int:
@@ -306,24 +323,35 @@ class DIR7Model(nn.Module):
             pooled = (text * keep).sum(1) / keep.sum(1).clamp_min(1)  # [B, Dq]
             c = c + self.text_pool(pooled)                            # [B, D]
 
-        v_self = v_cross = None                                       # v_first, raster order
-        skips, states = [], []
+        # Tokens stay in the scan order of the block that last ran: moving to the next block's order
+        # is one gather (scan_move), not one back to raster order and another out of it. Block 0's
+        # values (v_first, self and cross) and the U-ViT skips keep the order they were made in and
+        # are moved into a block's order when it needs them (v_first once per order).
         n_orders = self.scan_perm.shape[0]
+        order = n_orders                                              # raster order
+        v0 = v0_order = None                                          # (v_first self, cross), its order
+        v_first: dict[int, tuple] = {}                                # v0 moved into each order used
+        skips, states = [], []
         for i, block in enumerate(self.blocks):
-            perm, inv = self.scan_perm[i % n_orders], self.scan_inv[i % n_orders]
-            T = tok.shape[1]
-            skip = skips.pop()[:, perm] if block.skip_proj is not None else None
-            # v_first of the cross layer may hold a text prefix before the T image tokens
-            vs = None if v_self is None else v_self[:, perm]
-            vc = None if v_cross is None else torch.cat([v_cross[:, :-T], v_cross[:, -T:][:, perm]], dim=1)
-            out, vs, vc, state = block(tok[:, perm], c, text, text_mask, vs, vc, skip, return_states)
-            tok = out[:, inv]                                         # back to raster order
+            tok, order = self._move(tok, order, i % n_orders), i % n_orders
+            skip = None
+            if block.skip_proj is not None:
+                skip, skip_order = skips.pop()
+                skip = self._move(skip, skip_order, order)
+            vs = vc = None
+            if v0 is not None:
+                if order not in v_first:  # the cross one has the text prefix before the T image tokens
+                    v_first[order] = (self._move(v0[0], v0_order, order),
+                                      self._move(v0[1], v0_order, order, prefix=v0[1].shape[1] - tok.shape[1]))
+                vs, vc = v_first[order]
+            tok, vs, vc, state = block(tok, c, text, text_mask, vs, vc, skip, return_states)
             if i == 0:
-                v_self = vs[:, inv]
-                v_cross = torch.cat([vc[:, :-T], vc[:, -T:][:, inv]], dim=1)
+                v0, v0_order = (vs, vc), order
+                v_first[order] = v0
             if i < self.n_skip:
-                skips.append(tok)
+                skips.append((tok, order))
             states.append(state)
+        tok = self._move(tok, order, n_orders)                        # back to raster order
 
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
         tok = self.unpatch(modulate(self.final_norm(tok), shift, scale))  # [B, T, p*p*C]

@@ -38,8 +38,10 @@ def _load_kernels():
 
 
 kernels = _load_kernels()
-wkv7 = kernels.wkv7                  # dispatching: chunked PyTorch on CPU, Triton on CUDA
+wkv7 = kernels.wkv7                  # dispatching: Numba loop / chunked PyTorch on CPU, Triton on CUDA
 wkv7_chunked = kernels.wkv7_chunked  # the chunked PyTorch implementation (any device)
 wkv7_naive = kernels.wkv7_naive      # the sequential reference every implementation is tested against
+time_mix_prepare = kernels.time_mix_prepare  # a time-mix layer's element-wise work before the recurrence
+time_mix_readout = kernels.time_mix_readout  # ... and after it
 
-__all__ = ["kernels", "wkv7", "wkv7_chunked", "wkv7_naive"]
+__all__ = ["kernels", "time_mix_prepare", "time_mix_readout", "wkv7", "wkv7_chunked", "wkv7_naive"]

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import wkv7
+from .ops import time_mix_prepare, time_mix_readout, wkv7
 
 # the six token-shift lerps of TimeMix, in the order of its ``mu`` rows
 MIX_ROWS = ("r", "w", "k", "v", "a", "g")
@@ -201,36 +201,24 @@ class TimeMix(nn.Module):
             w_kv = torch.stack([self.key.weight.t(), self.value.weight.t()])
             k, v = torch.bmm(xs[1:3].reshape(2, B * T, D), w_kv).view(2, B, T, D)
             r = receptance
-        log_decay = LOG_DECAY_SCALE * torch.sigmoid(self.w_lora(xw))
-        if v_first is None:
-            v_first = v
-        else:
-            # under autocast the LoRA's float32 bias promotes its output: lerp wants one dtype
-            v = torch.lerp(v, v_first.to(v.dtype), torch.sigmoid(self.v_lora(xs[2])).to(v.dtype))
-        eta = torch.sigmoid(self.a_lora(xa))   # in-context learning rate, (0, 1)
+        v_mix = None if v_first is None else self.v_lora(xs[2])
+        # the element-wise rest (kernels/time_mix.py: decay, value residual, removal key kk,
+        # eta, text-padding mask), in one pass on a CPU; the kernel's dtype is r's (under
+        # autocast r is bf16 while the LoRA terms are float32)
+        w, k, v_mixed, a, b = time_mix_prepare(
+            k, self.w_lora(xw), self.a_lora(xa), v, v_first, v_mix, self.k_k, self.k_a, keep, H,
+            LOG_DECAY_SCALE, r.dtype)
+        v_first = v if v_first is None else v_first
         g = self.g_lora(xg)
-        kk = F.normalize((k * self.k_k).view(B, T, H, K), dim=-1)  # removal key, unit norm per head
-        k = k * torch.addcmul(1 - self.k_a, eta, self.k_a)         # k * (1 + (eta - 1) * k_a)
-
-        # [B, T, D] -> [B, T, H, K]
-        r, log_decay, k, v, eta = (t.view(B, T, H, K) for t in (r, log_decay, k, v, eta))
-        if keep is not None:
-            m = keep.to(x.dtype)[:, :, None, None]
-            log_decay, k, kk = log_decay * m, k * m, kk * m
-        # one dtype for the kernel: under autocast r is bf16 while the LoRA terms are float32
-        log_decay, k, v, kk, eta = (t.to(r.dtype) for t in (log_decay, k, v, kk, eta))
-        return r, log_decay, k, v, -kk, kk * eta, g, v_first
+        return r.view(B, T, H, K), w, k, v_mixed, a, b, g, v_first
 
     def readout(self, o: torch.Tensor, r: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 g: torch.Tensor) -> torch.Tensor:
         """The recurrence's output ``o [B, T, H, K]`` -> the layer's ``[B, T, D]``."""
-        B, T, H, K = o.shape
-        # ln_x is a GroupNorm with one group per head: a layer norm over each head's K values,
-        # then ln_x's per-channel affine (the same arithmetic, a third faster on a CPU)
-        o = F.layer_norm(o, (K,), eps=self.ln_x.eps)
-        o = torch.addcmul(self.ln_x.bias.view(H, K), o, self.ln_x.weight.view(H, K))
-        o = o + (r * k * self.r_k).sum(-1, keepdim=True) * v         # per-head bonus
-        return self.output(o.reshape(B, T, H * K) * g)
+        # ln_x is a GroupNorm with one group per head: a layer norm over each head's K values
+        # and ln_x's affine; then the per-head bonus and the gate (kernels/time_mix.py)
+        return self.output(time_mix_readout(o, r, k, v, g, self.ln_x.weight, self.ln_x.bias, self.r_k,
+                                            self.ln_x.eps))
 
     def mix(
         self,

@@ -7,13 +7,15 @@ Triton, Numba or a GPU.
 """
 
 from .chunked import wkv7_chunked
-from .dispatch import wkv7
+from .dispatch import time_mix_prepare, time_mix_readout, wkv7
 from .naive import wkv7_naive
 
 _LAZY_NAMES = {
     "wkv7_triton_recurrent": "triton_recurrent",
     "wkv7_triton_chunk": "triton_chunk",
     "wkv7_cpu_recurrent": "cpu_recurrent",
+    "time_mix_prepare_cpu": "cpu_time_mix",
+    "time_mix_readout_cpu": "cpu_time_mix",
 }
 
 
@@ -26,4 +28,4 @@ def __getattr__(name: str):
 
 
 # the lazy names stay out of __all__ so that ``import *`` never imports Triton or Numba
-__all__ = ["wkv7", "wkv7_chunked", "wkv7_naive"]
+__all__ = ["time_mix_prepare", "time_mix_readout", "wkv7", "wkv7_chunked", "wkv7_naive"]

@@ -27,9 +27,11 @@ from .naive import check_wkv7_inputs
 
 
 # fastmath without "nnan"/"ninf": a NaN or inf in the input must reach the output, never be optimised away
-@njit(parallel=True, fastmath={"contract", "reassoc", "arcp", "afn"}, cache=True, nogil=True)
-def _recurrent_fwd(r, w, k, v, a, b, scale, S0, o, ST):  # pragma: no cover - compiled by Numba
-    """r, w, k, a, b [B, T, H, K], v [B, T, H, V], float32; S0, ST [B, H, K, V]; o [B, T, H, V]."""
+@njit(parallel=True, fastmath={"contract", "reassoc", "arcp", "afn", "nsz"}, cache=True, nogil=True)
+def _recurrent_fwd(r, d, k, v, a, b, scale, S0, o, ST):  # pragma: no cover - compiled by Numba
+    """r, d, k, a, b [B, T, H, K], v [B, T, H, V], float32; S0, ST [B, H, K, V]; o [B, T, H, V].
+    ``d = exp(w)``, the decay itself: computed beforehand by torch's vectorised exp (an exp here
+    is scalar libm code: 1.75 -> 1.55 ms a call at the shipped model's shape)."""
     B, T, H, K = r.shape
     V = v.shape[3]
     for bh in prange(B * H):
@@ -46,12 +48,12 @@ def _recurrent_fwd(r, w, k, v, a, b, scale, S0, o, ST):  # pragma: no cover - co
                     sa[j] += ai * S[i, j]
             acc[:] = 0.0
             for i in range(K):
-                d = np.exp(w[bi, t, h, i])
+                di = d[bi, t, h, i]
                 bi_t = b[bi, t, h, i]
                 ki = k[bi, t, h, i]
                 ri = r[bi, t, h, i]
                 for j in range(V):
-                    s = d * S[i, j] + bi_t * sa[j] + ki * v[bi, t, h, j]
+                    s = di * S[i, j] + bi_t * sa[j] + ki * v[bi, t, h, j]
                     S[i, j] = s
                     acc[j] += ri * s
             for j in range(V):
@@ -76,7 +78,8 @@ def wkv7_cpu_recurrent(
         raise ValueError(f"wkv7_cpu_recurrent runs on CPU tensors, got {r.device}")
     B, T, H, K = r.shape
     V = v.shape[-1]
-    xs = [x.detach().to(torch.float32).contiguous().numpy() for x in (r, w, k, v, a, b)]
+    d = torch.exp(w.detach().to(torch.float32))
+    xs = [x.detach().to(torch.float32).contiguous().numpy() for x in (r, d, k, v, a, b)]
     S0 = (np.zeros((B, H, K, V), np.float32) if initial_state is None
           else initial_state.detach().to(torch.float32).contiguous().numpy())
     o = np.empty((B, T, H, V), np.float32)

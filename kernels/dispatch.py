@@ -1,4 +1,5 @@
-"""The one entry point the model uses for the WKV recurrence: ``wkv7``.
+"""The entry points the model uses: ``wkv7`` (the recurrence) and the time-mix layer's
+element-wise work around it, ``time_mix_prepare`` and ``time_mix_readout``.
 
 CPU tensors: inference (no gradient needed, float32 or half inputs) runs the Numba-compiled
 fused-recurrent loop when Numba is importable; training, float64 and machines without Numba run
@@ -10,6 +11,9 @@ importable (else to the same PyTorch code, which also runs on GPU):
 - longer inference: the fused chunked Triton forward alone (no states stored).
 
 The threshold and the kernels' launch defaults come from ``python -m benchmarks.wkv7`` on an H100.
+``time_mix_prepare`` / ``time_mix_readout``: CPU inference runs their Numba versions (one pass
+each); everything else, training included, runs the plain-PyTorch references (kernels/time_mix.py).
+
 Triton and Numba are imported on first use only, so ``import kernels`` needs neither.
 """
 
@@ -20,6 +24,7 @@ import functools
 import torch
 
 from .chunked import wkv7_chunked
+from .time_mix import time_mix_prepare_reference, time_mix_readout_reference
 
 # Inference sequences up to this length use the fused-recurrent kernel. Measured on an H100
 # (B=16, H=16, K=V=64, bf16; BENCHMARKS.md): recurrent 0.0059 ms vs chunk 0.0085 ms at T=1,
@@ -35,6 +40,23 @@ def _cpu_kernel():
     except ImportError:
         return None
     return wkv7_cpu_recurrent
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_time_mix():
+    """The Numba ``(prepare, readout)``, or None without Numba."""
+    try:
+        from .cpu_time_mix import time_mix_prepare_cpu, time_mix_readout_cpu
+    except ImportError:
+        return None
+    return time_mix_prepare_cpu, time_mix_readout_cpu
+
+
+def _compiled_cpu_inference(*tensors: torch.Tensor | None) -> bool:
+    """True where the compiled CPU path applies: CPU tensors, no gradient wanted, no float64."""
+    present = [t for t in tensors if t is not None]
+    return (all(t.device.type == "cpu" for t in present) and not any(t.dtype == torch.float64 for t in present)
+            and not (torch.is_grad_enabled() and any(t.requires_grad for t in present)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -80,3 +102,23 @@ def wkv7(
                 return recurrent(r, w, k, v, a, b, scale, initial_state, output_final_state)
             return chunk(r, w, k, v, a, b, scale, initial_state, output_final_state)
     return wkv7_chunked(r, w, k, v, a, b, scale, initial_state, output_final_state)
+
+
+def time_mix_prepare(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a, keep, n_heads, w_scale, dtype):
+    """The projections' outputs -> the recurrence's inputs ``(w, k, v, a, b)``; see kernels/time_mix.py."""
+    args = (k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a, keep, n_heads, w_scale, dtype)
+    if _compiled_cpu_inference(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a):
+        fns = _cpu_time_mix()
+        if fns is not None:
+            return fns[0](*args)
+    return time_mix_prepare_reference(*args)
+
+
+def time_mix_readout(o, r, k, v, g, ln_weight, ln_bias, r_k, eps):
+    """The recurrence's output -> what the output projection reads; see kernels/time_mix.py."""
+    args = (o, r, k, v, g, ln_weight, ln_bias, r_k, eps)
+    if _compiled_cpu_inference(o, r, k, v, g, ln_weight, ln_bias, r_k):
+        fns = _cpu_time_mix()
+        if fns is not None:
+            return fns[1](*args)
+    return time_mix_readout_reference(*args)
