@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import secrets
 import shutil
 import tempfile
@@ -41,6 +42,20 @@ MAX_PROMPT_CHARS = 4000
 
 DEFAULT_SEED = 0
 DEMO_PRESET = "dir7-demo"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def repo_url() -> str:
+    """Prefix of links to files of this repository, "" when unknown.
+
+    ``DIR7_REPO_URL`` (e.g. a GitHub ``.../blob/main/``) wins; on a Hugging Face Space (which sets
+    ``SPACE_ID``) the Space's own file view. Run locally, the files are on the visitor's disk, not
+    behind the server (which serves none of them), so the page names their paths instead.
+    """
+    base = os.environ.get("DIR7_REPO_URL", "").strip()
+    if not base and os.environ.get("SPACE_ID"):
+        base = f"https://huggingface.co/spaces/{os.environ['SPACE_ID']}/blob/main/"
+    return base if not base or base.endswith("/") else base + "/"
 
 
 class InputError(ValueError):
@@ -154,8 +169,10 @@ def _short_repr(value: Any, limit: int = 40) -> str:
 class DemoService:
     """One shared pipeline plus the logic around it. Create once per process with :meth:`load`."""
 
-    def __init__(self, pipe: Any, *, fallback_reason: str | None = None, tmp_dir: str | Path | None = None):
+    def __init__(self, pipe: Any, *, fallback_reason: str | None = None, tmp_dir: str | Path | None = None,
+                 checkpoint_path: str | Path | None = None):
         self.pipe = pipe
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         # Set when no trained checkpoint could be loaded and a random model stands in.
         self.fallback_reason = fallback_reason
         self.samplers: tuple[str, ...] = tuple(dir7.DIR7Pipeline.SAMPLERS)
@@ -186,18 +203,22 @@ class DemoService:
         silently showing noise instead of the model someone pointed at would be misleading.
         """
         device = resolve_device(device)
-        fallback_reason = None
+        fallback_reason = path = None
         try:
-            pipe = dir7.DIR7Pipeline.from_pretrained(checkpoint)
+            path = Path(checkpoint) if checkpoint is not None else dir7.default_checkpoint()
+            pipe = dir7.DIR7Pipeline.from_pretrained(path)
         except FileNotFoundError as exc:
             if checkpoint is not None:
                 raise
             # The page gets a short reason; the full one (with server paths) goes to the log only.
-            fallback_reason = "no trained checkpoint was found"
+            fallback_reason, path = "no trained checkpoint was found", None
             log.warning("%s; using a randomly initialised %s model", exc, DEMO_PRESET)
             pipe = build_untrained_pipeline()
         pipe = pipe.to(device)
-        return cls(pipe, fallback_reason=fallback_reason)
+        start = time.perf_counter()
+        pipe.warm_up()  # compiles the kernels before the first visitor's request, not during it
+        log.info("warm-up (kernels compiled or loaded from the cache): %.1f s", time.perf_counter() - start)
+        return cls(pipe, fallback_reason=fallback_reason, checkpoint_path=path)
 
     # ---- facts for the page ------------------------------------------------------------------
 
@@ -229,13 +250,37 @@ class DemoService:
         """Generations currently running (a cancelled one leaves this count when it is closed)."""
         return self._active
 
+    def capability(self) -> str:
+        """One line for the top of the page: what this model draws, at what size, and its card."""
+        info = self.info
+        if not self.trained:
+            why = self.fallback_reason or "this checkpoint is not a trained model"
+            return ("⚠️ **UNTRAINED MODEL — random weights.** It draws coloured noise; the state plots still "
+                    f"show how CrossWKV behaves. Reason: {why}.")
+        summary = info.get("summary") or "A DIR-7 model (its card has no summary)."
+        card = self.card_location()
+        where = f"[model card]({card})" if "://" in card else f"model card: `{card}`"
+        return f"**{info.get('name')}:** {summary} · {where}"
+
+    def card_location(self) -> str:
+        """The model card's URL when the repository's is known (see repo_url), else its path."""
+        path = self.checkpoint_path / "README.md" if self.checkpoint_path else None
+        if path is None:
+            return "none"
+        try:
+            relative = path.resolve().relative_to(REPO_ROOT)
+        except ValueError:
+            return str(path)  # a model outside the repository: its path on this machine
+        base = repo_url()
+        return f"{base}{relative.as_posix()}" if base else relative.as_posix()
+
     def describe(self) -> str:
-        """Markdown description of the loaded model, with an unmistakable label when it is untrained."""
+        """The model's technical details, one line (under the capability line)."""
         info = self.info
         name = info.get("name") or DEMO_PRESET
         if not self.trained and name == "untrained":
             name = f"{DEMO_PRESET}, random init"
-        bits = [f"Model: **{name}**"]
+        bits = [f"Model **{name}**"]
         params = info.get("params")
         if isinstance(params, int):
             bits.append(f"{params / 1e6:.1f} M parameters")
@@ -246,16 +291,12 @@ class DemoService:
         if info.get("text_encoder"):
             bits.append(f"text encoder: {info['text_encoder']} (≤ {self.max_tokens} tokens)")
         bits.append(f"device: {self.device}")
-        text = " · ".join(bits)
-        if info.get("summary"):
-            text = f"{info['summary']}\n\n{text}"
-        if not self.trained:
-            why = self.fallback_reason or "this checkpoint is not a trained model"
-            text = (
-                "⚠️ **UNTRAINED MODEL — random weights.** Images will look like coloured noise; the state "
-                f"plots still show how CrossWKV behaves. Reason: {why}.\n\n{text}"
-            )
-        return text
+        return " · ".join(bits)
+
+    @property
+    def examples(self) -> list[str]:
+        """Example prompts from the model card (chosen by the evaluator: ``python -m dir7.eval examples``)."""
+        return list(self.info.get("examples") or [])
 
     @property
     def device(self) -> str:
@@ -323,6 +364,13 @@ class DemoService:
             notices.append(
                 f"{what} is {n_tokens} tokens long; the text encoder reads only the first {limit} "
                 f"(special tokens included), so the rest was ignored."
+            )
+        unknown = self.pipe.unknown_words(text) if required else []
+        if unknown:
+            shown = ", ".join(unknown[:12]) + (f" and {len(unknown) - 12} more" if len(unknown) > 12 else "")
+            notices.append(
+                f"Never seen in training: {shown}. The model draws only what its training captions "
+                f"describe, so it ignores or misreads {'these words' if len(unknown) > 1 else 'this word'}."
             )
         return text
 

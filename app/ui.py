@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
+from gradio.components.plot import PlotData
 
-from app.plots import heatmap_figure, trajectory_figure
+from app.plots import heatmap_spec, to_json, trajectory_spec
 from app.service import (
     MAX_GUIDANCE,
     MAX_PROMPT_CHARS,
@@ -23,6 +23,7 @@ from app.service import (
     GenerationRequest,
     InputError,
     StepUpdate,
+    repo_url,
 )
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,8 @@ DEFAULT_CONCURRENCY = 1
 # The x0 preview and the status are sent at most every DEFAULT_MIN_UPDATE_INTERVAL_S, the two
 # figures at most every DEFAULT_FIGURE_INTERVAL_S (their data keep every step; the final image
 # and figures are always sent).
-DEFAULT_MIN_UPDATE_INTERVAL_S = 0.2
-DEFAULT_FIGURE_INTERVAL_S = 1.0
-
-EXAMPLES = [
-    ["a red circle left of a blue square", ""],
-    ["two green triangles above a yellow star", "blurry"],
-    ["a small purple square on a large orange circle", ""],
-    ["a blue star below a red triangle, white background", "red"],
-]
+DEFAULT_MIN_UPDATE_INTERVAL_S = 0.4
+DEFAULT_FIGURE_INTERVAL_S = 1.5
 
 NOTEBOOKS = (
     ("01_wkv_recurrence.ipynb", "the WKV-7 recurrence and its state"),
@@ -55,56 +49,49 @@ NOTEBOOKS = (
 )
 
 CSS = """
-#dir7-banner.untrained { border: 2px solid #d97706; background: #fff7ed; border-radius: 8px; padding: 8px 12px; }
-#dir7-banner.untrained, #dir7-banner.untrained * { color: #7c2d12; }
+#dir7-capability.untrained { border: 2px solid #d97706; background: #fff7ed; border-radius: 8px; padding: 8px 12px; }
+#dir7-capability.untrained, #dir7-capability.untrained * { color: #7c2d12; }
+#dir7-header h1 { margin-bottom: 0.2em; }
+#dir7-details { font-size: 0.85em; opacity: 0.8; }
 /* the images are tiny (64 px): scale them up to the box, keeping the pixels sharp */
 #dir7-image img { image-rendering: pixelated; width: 100%; height: 100%; object-fit: contain; }
 """
 
 
-def notebook_base_url() -> str:
-    """Prefix of the notebook links.
-
-    ``DIR7_REPO_URL`` (e.g. a GitHub ``.../blob/main/``) wins; on a Hugging Face Space (which sets
-    ``SPACE_ID``) the Space's own file view; otherwise repository-relative paths.
-    """
-    base = os.environ.get("DIR7_REPO_URL", "").strip()
-    if not base and os.environ.get("SPACE_ID"):
-        base = f"https://huggingface.co/spaces/{os.environ['SPACE_ID']}/blob/main/"
-    return base if not base or base.endswith("/") else base + "/"
+def notebooks_markdown() -> str:
+    """Where the notebooks are: links into the repository when its URL is known (a Space), else
+    their paths and the command that opens them (the demo's server serves no repository file)."""
+    base = repo_url()
+    if base:
+        items = "\n".join(f"- [`notebooks/{name}`]({base}notebooks/{name}): {what}" for name, what in NOTEBOOKS)
+        return f"**Learn more** in the notebooks:\n{items}"
+    items = "\n".join(f"- `notebooks/{name}`: {what}" for name, what in NOTEBOOKS)
+    return ("**Learn more** in the notebooks of the repository, opened from its root with "
+            f"`pip install -r requirements-dev.txt && jupyter lab notebooks/`:\n{items}")
 
 
 def explanation_markdown() -> str:
-    base = notebook_base_url()
-    links = "\n".join(f"- [`notebooks/{name}`]({base}notebooks/{name}): {what}" for name, what in NOTEBOOKS)
     return f"""
 **What is sampled.** DIR-7 turns noise into an image in the chosen number of denoising steps.
-The image on the right is the model's current guess of the *final* image (its x₀ prediction),
-so it sharpens as sampling proceeds; after the last step it is the result.
+The image is the model's current guess of the *final* image (its x₀ prediction), so it sharpens
+as sampling proceeds; after the last step it is the result.
 
-**Where the text enters.** Each DIR-7 block has a **CrossWKV** layer: an RWKV-7 (WKV-7) scan
-whose *state* — one small matrix per head — is where the text is stored and read by the image
-tokens. The scan runs over the image tokens too (in the default `prefix` mode: the prompt first,
-then the image), so the state changes from one denoising step to the next although the prompt
-does not. The figures show the **final state of each CrossWKV layer's scan**, per head, at every
-step (conditional branch):
+**Where the text enters.** Each DIR-7 block has a **CrossWKV** layer: an RWKV-7 scan whose
+*state* (one small matrix per head) is where the text is stored and read by the image tokens.
+The figures show the final state of each CrossWKV layer's scan at every step (conditional branch):
+**state RMS** `sqrt(mean(S²))`, how much is stored, and **stable rank** `‖S‖_F² / ‖S‖_2²`, between 1
+and the head size, over how many directions it is spread.
 
-- **State RMS** `= sqrt(mean(S²))`: how much is stored. A layer whose RMS grows without bound would be
-  numerically unstable; flat, bounded curves are what the decay and the delta rule should give.
-- **Stable rank** `= ‖S‖_F² / ‖S‖_2²` (Frobenius over spectral norm), between 1 and the head size:
-  over how many independent directions the stored information is spread. Near 1, the head keeps
-  essentially one direction; higher means a richer memory.
+**What healthy looks like.** In *across denoising* each line is one layer (the colour bar gives
+its depth, mean over its heads): healthy curves stay bounded and change smoothly from step to
+step, with a stable rank well above 1; a line that climbs without bound is unstable, one pinned
+near rank 1 keeps a single direction. RMS is on a log scale, so layers that hold almost nothing
+(often the first, or ones added to a model late in training) still show as their own line. In
+*layer × head* each row is a layer (first at the top) and each column a head, at the current step.
 
-**The two figures.** *Across denoising*: one line per layer (mean over its heads), growing as
-steps complete. *Layer × head*: every head of every layer at the current step — look for heads
-that stay idle (low RMS) or collapse to rank ≈ 1.
+Same prompt, settings and seed give the same image: untick *Randomize* and reuse the seed shown.
 
-Same prompt, settings and seed always give the same image: tick *Randomize* off and reuse the
-seed shown to reproduce a result. Prompts longer than the text encoder's token limit are
-truncated, and the page says so.
-
-**Learn more** in the notebooks (paths from the repository root; open them with JupyterLab):
-{links}
+{notebooks_markdown()}
 """
 
 
@@ -158,7 +145,7 @@ def make_generate_handler(service: DemoService, min_update_interval_s: float = D
             # A toast with the message, no traceback in the page or the server log.
             raise gr.Error(str(exc), title="Please check the input", print_exception=False) from None
         for note in notices:
-            gr.Warning(note, title="Prompt truncated")
+            gr.Warning(note, title="About this prompt")
 
         # First update right away: clear the previous result and show the seed actually used.
         yield (
@@ -181,9 +168,11 @@ def make_generate_handler(service: DemoService, min_update_interval_s: float = D
                 last_sent = now
                 if update.done or now - last_figures >= figure_interval_s:
                     last_figures = now
-                    figures = (
-                        trajectory_figure(update.rms, update.stable_rank, update.total, update.timesteps),
-                        heatmap_figure(update.rms[-1], update.stable_rank[-1], update.step, update.total),
+                    figures = (  # JSON for plotly.js, without building validated go.Figure objects
+                        PlotData(type="plotly", plot=to_json(trajectory_spec(
+                            update.rms, update.stable_rank, update.total, update.timesteps))),
+                        PlotData(type="plotly", plot=to_json(heatmap_spec(
+                            update.rms[-1], update.stable_rank[-1], update.step, update.total))),
                     )
                 else:
                     figures = (gr.skip(), gr.skip())
@@ -227,73 +216,59 @@ def build_demo(
     defaults = service.defaults
     # Gradio's cache (streamed previews, the PNGs) is swept hourly; nothing else on disk is served.
     with gr.Blocks(title="DIR-7 · CrossWKV text-to-image", delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(
-            "# DIR-7: text-to-image on RWKV-7, with CrossWKV's state live\n"
-            "Type a prompt and press **Generate**: the image and the CrossWKV state statistics update "
-            "after every denoising step."
-        )
-        gr.Markdown(
-            service.describe(),
-            elem_id="dir7-banner",
-            elem_classes=[] if service.trained else ["untrained"],
-        )
+        gr.Markdown("# DIR-7: text-to-image on RWKV-7, with CrossWKV's state live", elem_id="dir7-header")
+        # what the model can draw comes first: a visitor should not have to guess its vocabulary
+        gr.Markdown(service.capability(), elem_id="dir7-capability",
+                    elem_classes=[] if service.trained else ["untrained"])
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=320):
+            with gr.Column(scale=1, min_width=300):
                 prompt = gr.Textbox(
                     label="Prompt",
-                    placeholder="a red circle left of a blue square",
+                    placeholder=(service.examples or ["a red circle left of a blue square"])[0],
                     lines=2,
                     max_length=MAX_PROMPT_CHARS,
                     elem_id="prompt",
-                    info=f"The text encoder reads up to {service.max_tokens} tokens; longer prompts are truncated.",
                 )
-                negative = gr.Textbox(label="Negative prompt", placeholder="optional", lines=1, elem_id="negative")
-                gr.Examples(
-                    examples=EXAMPLES,
-                    inputs=[prompt, negative],
-                    cache_examples=False,  # never sample at start-up: the page must come up at once
-                    label="Example prompts",
-                    elem_id="examples",
-                )
-                with gr.Row():
-                    steps = gr.Slider(
-                        MIN_STEPS,
-                        MAX_STEPS,
-                        value=defaults["num_inference_steps"],
-                        step=1,
-                        label="Steps",
-                        elem_id="steps",
-                    )
-                    guidance = gr.Slider(
-                        MIN_GUIDANCE,
-                        MAX_GUIDANCE,
-                        value=defaults["guidance_scale"],
-                        step=0.5,
-                        label="Guidance scale",
-                        elem_id="guidance",
-                    )
-                sampler = gr.Dropdown(
-                    list(service.samplers), value=defaults["sampler"], label="Sampler", elem_id="sampler"
-                )
-                with gr.Row():
-                    # No precision/min/max here on purpose: a fractional or out-of-range seed reaches
-                    # the handler and gets a clear message instead of being silently rounded/clamped.
-                    seed = gr.Number(value=defaults["seed"], label=f"Seed (0 – {MAX_SEED})", elem_id="seed", scale=2)
-                    randomize = gr.Checkbox(value=False, label="Randomize seed", elem_id="randomize", scale=1)
                 with gr.Row():
                     generate_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-            with gr.Column(scale=1, min_width=320):
+                if service.examples:
+                    gr.Examples(
+                        examples=[[p] for p in service.examples],
+                        inputs=[prompt],
+                        cache_examples=False,  # never sample at start-up: the page must come up at once
+                        label="Examples (each drawn correctly in every scored image)",
+                        elem_id="examples",
+                    )
+                with gr.Accordion("Settings", open=False, elem_id="settings"):
+                    negative = gr.Textbox(label="Negative prompt", placeholder="optional", lines=1,
+                                          elem_id="negative")
+                    with gr.Row():
+                        steps = gr.Slider(MIN_STEPS, MAX_STEPS, value=defaults["num_inference_steps"], step=1,
+                                          label="Steps", elem_id="steps")
+                        guidance = gr.Slider(MIN_GUIDANCE, MAX_GUIDANCE, value=defaults["guidance_scale"],
+                                             step=0.5, label="Guidance scale", elem_id="guidance")
+                    sampler = gr.Dropdown(list(service.samplers), value=defaults["sampler"], label="Sampler",
+                                          elem_id="sampler")
+                    with gr.Row():
+                        # No precision/min/max on purpose: a fractional or out-of-range seed reaches the
+                        # handler and gets a clear message instead of being silently rounded/clamped.
+                        seed = gr.Number(value=defaults["seed"], label=f"Seed (0 – {MAX_SEED})", elem_id="seed",
+                                         scale=2)
+                        randomize = gr.Checkbox(value=False, label="Randomize seed", elem_id="randomize", scale=1)
+                gr.Markdown(f"{service.describe()} · the text encoder reads up to {service.max_tokens} tokens",
+                            elem_id="dir7-details")
+            with gr.Column(scale=1, min_width=300):
                 image = gr.Image(
                     label="x₀ preview → final image",
                     format="png",
                     type="pil",
                     interactive=False,
-                    height=384,
+                    height=320,
                     buttons=["download", "fullscreen"],
                     elem_id="dir7-image",
                 )
-                status = gr.Markdown("Ready.", elem_id="status")
+                status = gr.Markdown("Ready.", label="Status", elem_id="status")
                 with gr.Row():
                     seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="seed-used")
                     download = gr.File(label="Final image (PNG)", interactive=False, elem_id="download")

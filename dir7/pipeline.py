@@ -34,6 +34,7 @@ from .diffusion import SAMPLERS, make_scheduler, predicted_x0, step_kwargs
 from .model import DIR7Config, DIR7Model
 from .stats import StateStats, layer_head_stats
 from .text_encoder import TextEncoder
+from .vocabulary import VOCABULARY_NAME, load_vocabulary, save_vocabulary, unknown_words
 
 PIPELINE_CONFIG_NAME = "pipeline_config.json"
 CARD_NAME = "README.md"
@@ -272,7 +273,8 @@ class DIR7Pipeline:
     SAMPLERS = SAMPLERS
 
     def __init__(self, model: DIR7Model, text_encoder: TextEncoder, config: PipelineConfig | None = None,
-                 name: str = "untrained", trained: bool = False, card: dict | None = None):
+                 name: str = "untrained", trained: bool = False, card: dict | None = None,
+                 vocabulary: frozenset[str] | None = None):
         if text_encoder.dim != model.config.text_dim:
             raise ValueError(
                 f"text encoder {text_encoder.name!r} gives {text_encoder.dim}-d states, "
@@ -286,6 +288,7 @@ class DIR7Pipeline:
         self.name = name
         self.trained = trained
         self.card = dict(card or {})  # the model card's front matter (licence, summary, example prompts)
+        self.vocabulary = vocabulary  # the words of the training captions (None: not known)
 
     # ---- construction, saving ---------------------------------------------------------
 
@@ -308,18 +311,27 @@ class DIR7Pipeline:
         model = DIR7Model(cfg)
         load_into(model, path)
         enc = text_encoder or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot)
-        return cls(model, enc, pipeline_cfg, name=path.name, trained=True, card=read_model_card(path))
+        return cls(model, enc, pipeline_cfg, name=path.name, trained=True, card=read_model_card(path),
+                   vocabulary=load_vocabulary(path / VOCABULARY_NAME))
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write ``config.json``, ``pipeline_config.json`` and the model's weights (the frozen text
-        encoder is not copied, and a model card is written by hand)."""
+        """Write ``config.json``, ``pipeline_config.json``, the model's weights and (when known) its
+        training vocabulary; the frozen text encoder is not copied, a model card is written by hand."""
         cfg, state = self.model.config, self.model.state_dict()
 
         def write(tmp: Path) -> None:
             save_configs(tmp, cfg, self.config)
             save_state_dict(state, tmp)
+            if self.vocabulary is not None:
+                save_vocabulary(tmp / VOCABULARY_NAME, self.vocabulary)
 
         return atomic_directory_write(path, write)
+
+    def warm_up(self) -> None:
+        """One tiny sampling step, so that what compiles on first use (the CPU's Numba loops, the
+        Triton kernels) compiles now and not in the first request. Compiled code is cached on disk:
+        the first start on a machine takes about a minute on a CPU, later ones a second."""
+        self("warm up", num_inference_steps=1, guidance_scale=2.0, seed=0)
 
     def to(self, device: str | torch.device) -> DIR7Pipeline:
         self.model.to(device)
@@ -329,6 +341,11 @@ class DIR7Pipeline:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def unknown_words(self, prompt: str) -> list[str]:
+        """The prompt's words that no training caption of this model contained ([] when the
+        vocabulary is not known): what the model will draw something for without having learnt it."""
+        return [] if self.vocabulary is None else unknown_words(prompt, self.vocabulary)
 
     @property
     def has_state(self) -> bool:
@@ -344,6 +361,8 @@ class DIR7Pipeline:
             "cross_mode": getattr(cfg, "cross_mode", None), "image_size": cfg.image_size,
             "text_encoder": cfg.text_encoder, "summary": str(self.card.get("summary", "")),
             "sampling": self.config.to_dict(), "has_state": self.has_state,
+            "examples": [str(w["text"]) for w in self.card.get("widget", []) if isinstance(w, dict) and "text" in w],
+            "vocabulary_size": None if self.vocabulary is None else len(self.vocabulary),
         }
 
     # ---- input checking ---------------------------------------------------------------

@@ -41,6 +41,7 @@ from .diffusion import diffusion_loss, drop_captions, make_scheduler
 from .model import DIR7Config, DIR7Model, grow_into, grown_config, grown_layout
 from .pipeline import DIR7Pipeline, PipelineConfig, image_grid, load_configs, save_configs
 from .text_encoder import TextEncoder
+from .vocabulary import VOCABULARY_NAME, load_vocabulary, save_vocabulary, words
 
 SAMPLE_PROMPTS = (
     "a red circle",
@@ -235,13 +236,14 @@ def _optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch
 
 
 def save_training_state(path: Path, tc: TrainConfig, step: int, model, ema, opt, generator,
-                        pipeline_config: PipelineConfig, command: str = "") -> None:
+                        pipeline_config: PipelineConfig, vocabulary: set[str], command: str = "") -> None:
     opt_tensors, opt_meta = _optimizer_to_tensors(opt)
     model_state, ema_state = model.state_dict(), ema.state_dict()
 
     def write(tmp: Path) -> None:
         (tmp / "ema").mkdir()
         save_configs(tmp / "ema", model.config, pipeline_config)  # a model directory of the EMA weights
+        save_vocabulary(tmp / "ema" / VOCABULARY_NAME, vocabulary)
         save_state_dict(ema_state, tmp / "ema")
         save_state_dict(model_state, tmp, prefix="model")
         save_state_dict(opt_tensors, tmp, prefix="optimizer")
@@ -303,6 +305,16 @@ def load_initial_weights(path: Path, model, ema) -> None:
     for p in [*model.parameters(), *ema.parameters()]:
         if not torch.isfinite(p).all():
             raise ValueError(f"--init-from {path}: the weights hold NaN or inf")
+
+
+def run_vocabulary(tc: TrainConfig, ckpt: Path) -> set[str]:
+    """The training captions' words so far: this run's own (resuming), plus those of the weights it
+    starts from (they were trained on those captions too)."""
+    vocabulary: set[str] = set()
+    for path in (ckpt, Path(tc.init_from) if tc.init_from else None):
+        if path is not None:
+            vocabulary |= load_vocabulary(model_directory(path) / VOCABULARY_NAME) or set()
+    return vocabulary
 
 
 def run_pipeline_config(tc: TrainConfig, ckpt: Path) -> PipelineConfig:
@@ -417,6 +429,9 @@ def train(tc: TrainConfig) -> Path:
     cfg = tc.model_config()
     command = "python -m dir7.train " + " ".join(sys.argv[1:])
     pipeline_config = run_pipeline_config(tc, ckpt)
+    # the words of every caption trained on (on rank 0, whose share of a long run covers them all),
+    # saved with each checkpoint for DIR7Pipeline.unknown_words
+    vocabulary = run_vocabulary(tc, ckpt)
 
     source_cfg = cfg  # the --init-from model's config; a grown run trains a deeper one
     if tc.grow_depth:
@@ -467,6 +482,8 @@ def train(tc: TrainConfig) -> Path:
         t = torch.randint(0, cfg.num_train_timesteps, (B,), generator=generator)[mine]
         noise = torch.randn(B, cfg.in_channels, S, S, generator=generator)[mine]
         captions = drop_captions(captions, tc.text_dropout, generator, rank=rank, world=world)
+        for caption in captions:
+            vocabulary.update(words(caption))
         loss, grad_norm = training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noise,
                                         lr=lr_at(tc, step), ema_decay=ema_decay_at(tc, step + 1),
                                         grad_clip=tc.grad_clip, use_bf16=use_bf16,
@@ -498,7 +515,8 @@ def train(tc: TrainConfig) -> Path:
                 log_file.flush()
         if step % tc.save_every == 0 or step == stop_at:
             if rank == 0:
-                save_training_state(ckpt, tc, step, model, ema, opt, generator, pipeline_config, command)
+                save_training_state(ckpt, tc, step, model, ema, opt, generator, pipeline_config, vocabulary,
+                                    command)
             if world > 1:
                 dist.barrier()
         if rank == 0 and tc.sample_every and (step % tc.sample_every == 0 or step == tc.steps):

@@ -28,13 +28,21 @@ def open_browser(playwright):
     return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
 
 
+def set_steps(page, steps: int) -> None:
+    """Open the Settings panel if it is closed, and type the number of steps."""
+    steps_box = page.locator("#steps input[type=number]")
+    if not steps_box.is_visible():
+        page.locator("#settings").get_by_text("Settings").click()
+        steps_box.wait_for(state="visible", timeout=10_000)
+    steps_box.fill(str(steps))
+    steps_box.press("Enter")
+
+
 def generate_and_wait(page, prompt: str, steps: int | None, timeout_ms: int) -> None:
     """Type a prompt, click Generate, wait until the final image and both figures are on the page."""
     page.locator("#prompt textarea").fill(prompt)
     if steps is not None:
-        steps_box = page.locator("#steps input[type=number]")
-        steps_box.fill(str(steps))
-        steps_box.press("Enter")
+        set_steps(page, steps)
     page.locator("#generate").click()
     page.wait_for_function(
         "document.querySelector('#status').innerText.includes('Done')", timeout=timeout_ms, polling=200
@@ -45,7 +53,6 @@ def generate_and_wait(page, prompt: str, steps: int | None, timeout_ms: int) -> 
 
 def screenshot(page, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    page.locator("#explanation").scroll_into_view_if_needed()
     page.screenshot(path=str(out), full_page=True)
 
 
@@ -62,7 +69,7 @@ def main() -> None:
 
     with sync_playwright() as playwright:
         browser = open_browser(playwright)
-        page = browser.new_page(viewport={"width": args.width, "height": 900})
+        page = browser.new_page(viewport={"width": args.width, "height": 800})
         page.goto(args.url)
         page.locator("#generate").wait_for(timeout=60_000)
         generate_and_wait(page, args.prompt, args.steps, timeout_ms=600_000)

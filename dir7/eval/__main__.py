@@ -8,6 +8,7 @@
     failures          why the images of one or more ShapesEval reports failed, by task and kind
     guidance-sweep    ShapesEval over guidance scales and intervals, chosen on validation seeds
     loss-by-timestep  a model's eps loss and Min-SNR weight at fixed timesteps
+    examples          example prompts a model handles well, chosen from its reports
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import failures, guidance_sweep, loss_by_timestep
+from . import examples, failures, guidance_sweep, loss_by_timestep
 from .shapes import PROMPTS_PATH, evaluate, format_report, load_prompts, scene_for_metadata
 
 Generate = Callable[[list[str], int], list[Image.Image]]
@@ -38,7 +39,8 @@ def _interval(text: str) -> tuple[int, int] | str:
 
 
 # the analysis commands: each module's add_arguments(parser) and run(args)
-TOOLS = {"failures": failures, "guidance-sweep": guidance_sweep, "loss-by-timestep": loss_by_timestep}
+TOOLS = {"failures": failures, "guidance-sweep": guidance_sweep, "loss-by-timestep": loss_by_timestep,
+         "examples": examples}
 
 
 def build_parser() -> argparse.ArgumentParser:

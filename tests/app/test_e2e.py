@@ -221,3 +221,9 @@ def test_a_full_queue_answers_busy(text_encoder):
         assert "Done" in waiting.result(timeout=60)[1]
     finally:
         running.close()
+
+
+def test_every_api_input_and_output_is_labelled(client):
+    endpoint = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/generate"]
+    for item in (*endpoint["parameters"], *endpoint["returns"]):
+        assert item["label"] and not item["label"].startswith("value_"), item

@@ -15,7 +15,7 @@ from PIL import Image
 
 import dir7
 from app import service as service_mod
-from app.plots import heatmap_figure, trajectory_figure
+from app.plots import heatmap_figure, heatmap_spec, to_json, trajectory_figure, trajectory_spec
 from app.service import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, DemoService, InputError
 from app.ui import build_demo, make_generate_handler
 from tests.helpers import REPO, tiny_config
@@ -208,7 +208,9 @@ def test_handler_streams_figures_and_a_downloadable_png(service):
     image, status, seed_used, traj, heat, png = outputs[-1]
     assert isinstance(image, Image.Image) and seed_used == 5
     assert "Done" in status
-    assert isinstance(traj, go.Figure) and isinstance(heat, go.Figure)
+    # figures go out as plotly JSON (valid figures, without the cost of building them)
+    assert traj.type == heat.type == "plotly"
+    go.Figure(json.loads(traj.plot)), go.Figure(json.loads(heat.plot))
     with Image.open(png) as f:
         assert f.format == "PNG"
         assert np.array_equal(np.asarray(f.convert("RGB")), _pixels(image))
@@ -276,11 +278,11 @@ def test_missing_shipped_checkpoint_falls_back_to_a_labelled_untrained_model(mon
     monkeypatch.setattr(service_mod, "build_untrained_pipeline", lambda: tiny_pipeline(text_encoder))
     svc = DemoService.load(device="cpu")
     assert not svc.trained
-    assert "UNTRAINED" in svc.describe()
-    assert "no trained checkpoint" in svc.describe()
-    with build_demo(svc) as demo:  # the banner is in the page
-        banner = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "dir7-banner"]
-        assert banner and "UNTRAINED" in banner[0].value and "untrained" in banner[0].elem_classes
+    assert "UNTRAINED" in svc.capability() and "no trained checkpoint" in svc.capability()
+    assert "random init" in svc.describe()
+    with build_demo(svc) as demo:  # the warning is the page's first line under the title
+        line = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "dir7-capability"]
+        assert line and "UNTRAINED" in line[0].value and "untrained" in line[0].elem_classes
 
 
 def test_an_explicit_missing_checkpoint_is_an_error_not_a_fallback(tmp_path):
@@ -292,8 +294,64 @@ def test_a_saved_checkpoint_loads_as_trained(tmp_path, text_encoder):
     tiny_pipeline(text_encoder).save_pretrained(tmp_path / "ckpt")
     svc = DemoService.load(checkpoint=str(tmp_path / "ckpt"), device="cpu")
     assert svc.trained
-    assert "UNTRAINED" not in svc.describe()
+    assert "UNTRAINED" not in svc.capability() + svc.describe()
     assert svc.defaults["sampler"] in svc.samplers
+    assert svc.examples == [] and "no summary" in svc.capability()  # a model without a card
+
+
+CARD = """---
+summary: Draws tiny test squares.
+widget:
+- text: a red square
+- text: two blue squares
+---
+# tiny
+"""
+
+
+@pytest.fixture(scope="module")
+def carded_service(tmp_path_factory, text_encoder) -> DemoService:
+    """A model directory with a card (summary, examples) and a training vocabulary."""
+    path = tmp_path_factory.mktemp("carded") / "tiny-squares"
+    pipe = tiny_pipeline(text_encoder)
+    pipe.vocabulary = frozenset("a red blue two square squares photo of".split())
+    pipe.save_pretrained(path)
+    (path / "README.md").write_text(CARD)
+    return DemoService.load(checkpoint=str(path), device="cpu")
+
+
+def test_the_page_says_what_the_model_draws_and_where_its_card_is(carded_service, monkeypatch):
+    line = carded_service.capability()
+    assert "tiny-squares" in line and "Draws tiny test squares." in line
+    assert str(carded_service.checkpoint_path / "README.md") in line  # outside the repository: its path
+    assert carded_service.examples == ["a red square", "two blue squares"]
+    with build_demo(carded_service) as demo:
+        texts = [b.value for b in demo.blocks.values() if getattr(b, "elem_id", None) == "dir7-capability"]
+        assert texts == [line]
+    monkeypatch.setattr(carded_service, "checkpoint_path", REPO / "checkpoints" / "dir7-shapes")
+    monkeypatch.delenv("DIR7_REPO_URL", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert carded_service.card_location() == "checkpoints/dir7-shapes/README.md"
+    monkeypatch.setenv("SPACE_ID", "someone/dir7")
+    assert carded_service.card_location() == (
+        "https://huggingface.co/spaces/someone/dir7/blob/main/checkpoints/dir7-shapes/README.md")
+    assert f"[model card]({carded_service.card_location()})" in carded_service.capability()
+
+
+def test_words_never_seen_in_training_get_a_notice_and_sampling_still_runs(carded_service):
+    _, notices = carded_service.validate("a photo of a red square", None, 2, 2.0, "ddim", 0)
+    assert notices == []
+    request, notices = carded_service.validate("A photo of a Cat on a sofa, cat!", None, 2, 2.0, "ddim", 0)
+    assert len(notices) == 1 and notices[0].startswith("Never seen in training: cat, on, sofa.")
+    assert list(carded_service.generate(request))[-1].done  # a notice, not a refusal
+    # the negative prompt is not checked: its words only steer away
+    assert carded_service.validate("a red square", "a cat", 2, 2.0, "ddim", 0)[1] == []
+
+
+def test_the_handler_streams_the_unknown_word_notice_before_the_first_step(carded_service):
+    handler = make_generate_handler(carded_service, min_update_interval_s=0, figure_interval_s=0)
+    first = next(handler("a giraffe", "", 2, 2.0, "ddim", 0, False))
+    assert first[0] is None and "Starting" in first[1] and "Never seen in training: giraffe" in first[1]
 
 
 def test_device_defaults_to_cpu_without_cuda_and_rejects_missing_cuda(monkeypatch):
@@ -342,17 +400,57 @@ def _stats(steps=4, layers=3, heads=5, seed=0):
 def test_trajectory_figure_has_one_line_per_layer_per_metric_with_head_means():
     rms, srank = _stats()
     fig = trajectory_figure(rms, srank, total_steps=10, timesteps=[900, 800, 700, 600])
-    assert len(fig.data) == 2 * 3
-    rms_lines = [t for t in fig.data if t.xaxis == "x"]
-    rank_lines = [t for t in fig.data if t.xaxis == "x2"]
+    lines = [t for t in fig.data if t.mode != "markers"]
+    assert len(lines) == 2 * 3
+    rms_lines = [t for t in lines if t.xaxis == "x"]
+    rank_lines = [t for t in lines if t.xaxis == "x2"]
     assert len(rms_lines) == len(rank_lines) == 3
     for layer, trace in enumerate(rms_lines):
         assert list(trace.x) == [1, 2, 3, 4]
         np.testing.assert_allclose(trace.y, rms[:, layer].mean(axis=1))
+        assert "layer" in trace.hovertemplate and "step" in trace.hovertemplate and "t = " in trace.hovertemplate
     for layer, trace in enumerate(rank_lines):
         np.testing.assert_allclose(trace.y, srank[:, layer].mean(axis=1))
     assert tuple(fig.layout.xaxis.range)[1] >= 10  # room for the steps still to come
     json.loads(fig.to_json())  # serialisable for gr.Plot
+
+
+def test_layers_have_distinct_colours_a_colour_bar_and_axis_titles_for_any_depth():
+    for depth in (1, 2, 11, 37):
+        rms, srank = _stats(layers=depth)
+        fig = trajectory_figure(rms, srank, total_steps=10)
+        lines = [t for t in fig.data if t.mode != "markers" and t.xaxis == "x"]
+        colors = [t.line.color for t in lines]
+        assert len(set(colors)) == depth  # one colour per layer, none reused
+        # the same layer has the same colour in both panels
+        assert colors == [t.line.color for t in fig.data if t.mode != "markers" and t.xaxis == "x2"]
+        bar = [t for t in fig.data if t.mode == "markers"]
+        assert len(bar) == 1 and bar[0].marker.showscale and list(bar[0].marker.colorbar.tickvals) == list(range(depth))
+        assert not fig.layout.showlegend  # the colour bar explains the colours: no legend to scroll
+        for axis in (fig.layout.xaxis, fig.layout.xaxis2, fig.layout.yaxis, fig.layout.yaxis2):
+            assert axis.title.text
+    # RMS on a log axis, so layers near zero stand apart; an all-zero state still plots
+    rms, srank = _stats(layers=3)
+    rms[:, 1] = 0.0
+    fig = trajectory_figure(rms, srank)
+    assert fig.layout.yaxis.type == "log" and min(fig.data[1].y) > 0
+
+
+def test_the_page_gets_the_figures_as_json_it_can_plot_with_nan_as_gaps():
+    rms, srank = _stats(layers=2)
+    rms[1, 0, 0] = np.nan
+    spec = json.loads(to_json(trajectory_spec(rms, srank, 4, [3, 2, 1, 0])))
+    assert spec["data"][0]["y"][1] is None and spec["layout"]["yaxis"]["type"] == "log"
+    # the layer colour bar carries its scale itself: plotly.js knows few scales by name, and an
+    # unknown name silently falls back to another scale than the lines'
+    from plotly.colors import hex_to_rgb
+
+    bar = spec["data"][-1]["marker"]
+    assert isinstance(bar["colorscale"], list)
+    assert spec["data"][0]["line"]["color"] == "rgb({}, {}, {})".format(*hex_to_rgb(bar["colorscale"][0][1]))
+    go.Figure(spec)  # valid for plotly
+    heat = json.loads(to_json(heatmap_spec(rms[1], srank[1], 2, 4)))
+    assert heat["data"][0]["z"][0][0] is None
 
 
 def test_heatmap_figure_shows_layer_by_head_for_both_metrics():
@@ -362,12 +460,14 @@ def test_heatmap_figure_shows_layer_by_head_for_both_metrics():
     np.testing.assert_allclose(np.asarray(fig.data[0].z), rms[-1])
     np.testing.assert_allclose(np.asarray(fig.data[1].z), srank[-1])
     assert "4/10" in fig.layout.title.text
+    assert "layer" in fig.data[0].hovertemplate and "head" in fig.data[0].hovertemplate
+    assert "step 4/10" in fig.data[0].hovertemplate
     json.loads(fig.to_json())
 
 
 def test_figures_work_for_a_single_step_and_reject_mismatched_shapes():
     rms, srank = _stats(steps=1, layers=1, heads=1)
-    assert len(trajectory_figure(rms, srank).data) == 2
+    assert len(trajectory_figure(rms, srank).data) == 3  # a line per panel and the colour bar
     assert len(heatmap_figure(rms[0], srank[0]).data) == 2
     with pytest.raises(ValueError):
         trajectory_figure(rms, srank[:, :, :0])
@@ -381,8 +481,10 @@ def test_notebook_links_point_to_the_repo_or_the_space(monkeypatch):
     monkeypatch.delenv("DIR7_REPO_URL", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
     text = explanation_markdown()
+    # run locally, the server serves no repository file: the paths and the command, not links
+    assert "](" not in text and "jupyter lab notebooks/" in text
     for name in ("01_wkv_recurrence", "02_crosswkv", "03_state_dynamics", "04_state_tracking"):
-        assert f"](notebooks/{name}.ipynb)" in text
+        assert f"`notebooks/{name}.ipynb`" in text and (REPO / "notebooks" / f"{name}.ipynb").is_file()
     monkeypatch.setenv("SPACE_ID", "someone/dir7")
     assert "](https://huggingface.co/spaces/someone/dir7/blob/main/notebooks/01_wkv_recurrence.ipynb)" in (
         explanation_markdown()
