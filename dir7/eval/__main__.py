@@ -9,6 +9,7 @@
     guidance-sweep    ShapesEval over guidance scales and intervals, chosen on validation seeds
     loss-by-timestep  a model's eps loss and Min-SNR weight at fixed timesteps
     examples          example prompts a model handles well, chosen from its reports
+    rescore           a stored report judged again by the current rules (unknown blobs fail)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import examples, failures, guidance_sweep, loss_by_timestep
+from . import examples, failures, guidance_sweep, loss_by_timestep, rescore
 from .shapes import PROMPTS_PATH, evaluate, format_report, load_prompts, scene_for_metadata
 
 Generate = Callable[[list[str], int], list[Image.Image]]
@@ -40,7 +41,7 @@ def _interval(text: str) -> tuple[int, int] | str:
 
 # the analysis commands: each module's add_arguments(parser) and run(args)
 TOOLS = {"failures": failures, "guidance-sweep": guidance_sweep, "loss-by-timestep": loss_by_timestep,
-         "examples": examples}
+         "examples": examples, "rescore": rescore}
 
 
 def build_parser() -> argparse.ArgumentParser:

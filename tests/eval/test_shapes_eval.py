@@ -30,7 +30,7 @@ from dir7.eval import (
 from dir7.eval.__main__ import main as cli_main
 from dir7.eval.make_prompts import build_prompts
 from dir7.eval.shapes import check_clauses
-from tests.helpers import tiny_config
+from tests.helpers import REPO, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -342,3 +342,25 @@ def test_cli_guidance_interval_reaches_the_sampler_and_bad_ones_fail_first(tmp_p
     with pytest.raises(SystemExit):  # not two numbers: argparse's usage error
         cli_main([*base, "--guidance-interval", "high", "--out", str(tmp_path / "r.json")])
     assert "expected LO,HI" in capsys.readouterr().err
+
+
+def test_a_blob_that_is_no_shape_fails_the_image_even_beside_the_named_object():
+    img = _scene(RED_CIRCLE_LEFT).copy()
+    img[5:14, 40:62] = (255, 215, 0)  # a yellow bar: the palette's yellow, but no shape
+    circ = {"class": "circle", "count": 1, "color": "red"}
+    passed, details = score_image(img, _md("single_object", [circ]))
+    assert [o["shape"] for o in details["objects"]] == ["circle"] and len(details["unknown"]) == 1
+    assert not passed and [failure_kind(r) for r in details["reasons"]] == ["unknown"]
+    assert score_image(_scene(RED_CIRCLE_LEFT), _md("single_object", [circ]))[0]
+
+
+def test_rescoring_a_stored_report_counts_unknown_blobs_and_keeps_the_old_scores():
+    from dir7.eval.shapes import rescore
+
+    report = json.loads((REPO / "results" / "dir7-shapes" / "shapes_eval.json").read_text())
+    new = rescore(report)
+    flipped = [(a, b) for a, b in zip(report["images"], new["images"]) if a["passed"] != b["passed"]]
+    assert flipped and all(a["passed"] and not b["passed"] and a["unknown"] for a, b in flipped)
+    assert all(failure_kind(r) == "unknown" for _, b in flipped for r in b["reasons"])
+    assert new["scores_before_rescoring"]["overall"] == report["overall"] > new["overall"]
+    assert rescore(new)["overall"] == new["overall"]  # the current rules change nothing more

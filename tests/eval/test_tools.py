@@ -8,6 +8,7 @@ import pytest
 
 import dir7
 from dir7.eval.__main__ import main as cli_main
+from dir7.eval.failures import KINDS
 from tests.helpers import REPO, tiny_config
 
 SHIPPED_REPORT = REPO / "results" / "dir7-shapes" / "shapes_eval.json"
@@ -22,8 +23,7 @@ def test_failures_accounts_for_every_failed_image(tmp_path, capsys):
     for task, row in summary["tasks"].items():
         failed = [r for r in report["images"] if r["tag"] == task and not r["passed"]]
         assert row["failed"] == len(failed)
-        assert sum(row[k] for k in ("missing", "too_few", "no_target", "misplaced", "too_many")) == sum(
-            len(r["reasons"]) for r in failed)
+        assert sum(row[k] for k in KINDS) == sum(len(r["reasons"]) for r in failed)
     assert "| two_object |" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="not a ShapesEval report"):
         cli_main(["failures", str(tmp_path / "nope.json")])
@@ -64,3 +64,10 @@ def test_guidance_sweep_scores_the_grid_then_the_finalists(tiny_model_dir, tmp_p
     assert result["evals_per_image"] == {"all": 50, "400,999": 40}
     with pytest.raises(SystemExit, match="must differ"):
         cli_main([*args[:-2], "--test-seeds", "7", "--out", str(out)])
+
+
+def test_rescore_writes_the_report_judged_by_the_current_rules(tmp_path, capsys):
+    out = tmp_path / "rescored.json"
+    new = cli_main(["rescore", str(SHIPPED_REPORT), "--out", str(out)])
+    assert json.loads(out.read_text())["overall"] == new["overall"] < new["scores_before_rescoring"]["overall"]
+    assert "images changed" in capsys.readouterr().out
