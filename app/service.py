@@ -302,6 +302,11 @@ class DemoService:
     def device(self) -> str:
         return str(self.pipe.device)
 
+    @property
+    def has_state(self) -> bool:
+        """Whether the model's text path has a recurrent state whose statistics the page plots."""
+        return bool(getattr(self.pipe, "has_state", True))
+
     # ---- validation --------------------------------------------------------------------------
 
     def validate(
@@ -424,9 +429,10 @@ class DemoService:
         )
         try:
             for ev in events:
-                # Only one image per request in the demo: keep batch element 0.
-                rms_steps.append(_to_numpy(ev.state_rms)[0])
-                rank_steps.append(_to_numpy(ev.stable_rank)[0])
+                # Only one image per request in the demo: keep batch element 0 (a model without a
+                # recurrent state, cross_mode="attention" or the DiT, has no statistics: [0, 0])
+                rms_steps.append(_to_numpy(ev.state_rms)[0] if self.has_state else np.zeros((0, 0)))
+                rank_steps.append(_to_numpy(ev.stable_rank)[0] if self.has_state else np.zeros((0, 0)))
                 timesteps.append(int(ev.timestep))
                 final = ev.images[0] if ev.images else None
                 if final is not None:

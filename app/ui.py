@@ -166,7 +166,7 @@ def make_generate_handler(service: DemoService, min_update_interval_s: float = D
                 if not update.done and now - last_sent < min_update_interval_s:
                     continue  # coalesce fast steps; the next update carries their statistics
                 last_sent = now
-                if update.done or now - last_figures >= figure_interval_s:
+                if service.has_state and (update.done or now - last_figures >= figure_interval_s):
                     last_figures = now
                     figures = (  # JSON for plotly.js, without building validated go.Figure objects
                         PlotData(type="plotly", plot=to_json(trajectory_spec(
@@ -272,7 +272,10 @@ def build_demo(
                 with gr.Row():
                     seed_used = gr.Number(label="Seed used", precision=0, interactive=False, elem_id="seed-used")
                     download = gr.File(label="Final image (PNG)", interactive=False, elem_id="download")
-        with gr.Row():
+        if not service.has_state:
+            gr.Markdown("This model has no recurrent state (its text path is softmax attention), so there are "
+                        "no state statistics to plot.", elem_id="no-state")
+        with gr.Row(visible=service.has_state):
             trajectory_plot = gr.Plot(label="State across denoising steps", elem_id="plot-trajectory")
             heatmap_plot = gr.Plot(label="State by layer × head, current step", elem_id="plot-heatmap")
         with gr.Accordion("What do the plots mean?", open=False, elem_id="explanation"):

@@ -147,10 +147,48 @@ def gpu_main(args) -> dict:
                     row[key] = {"error": repr(e)}
                 print(f"tokens {row['tokens']:5d} {key:14s} {row[key]}", flush=True)
                 torch._dynamo.reset()
+        if args.profile:
+            row["ours_profile"] = profile(ours, ours_cfg, shape["batch"], device)
         result["shapes"].append(row)
+        write(args.out, result)  # after each shape: a run cut off by a time limit keeps what it measured
         del ours, dit
         torch.cuda.empty_cache()
     return result
+
+
+def profile(model, cfg, batch: int, device, top: int = 30) -> dict:
+    """Where one eager forward and one eager training step of ``model`` spend GPU time: the
+    ``top`` kernels by total CUDA time, and the number of kernel launches (the fusion targets)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    g = torch.Generator().manual_seed(0)
+    x, t, text, mask = inputs(cfg, batch, device, g)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16)
+    out = {}
+    for name, grad in (("forward", False), ("train_step", True)):
+        def step(grad=grad):
+            with torch.set_grad_enabled(grad), autocast:
+                y = model(x, t, text, mask)
+            if grad:
+                y.float().square().mean().backward()
+        step()
+        torch.cuda.synchronize()
+        with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+        events.sort(key=lambda e: e.self_device_time_total, reverse=True)
+        total = sum(e.self_device_time_total for e in events)
+        out[name] = {
+            "launches": sum(e.count for e in events), "gpu_ms": total / 1e3,
+            "top": [{"kernel": e.key[:120], "calls": e.count, "ms": e.self_device_time_total / 1e3,
+                     "share": e.self_device_time_total / max(total, 1)} for e in events[:top]]}
+        print(f"profile {name}: {out[name]['launches']} launches, {out[name]['gpu_ms']:.1f} ms GPU", flush=True)
+        for e in out[name]["top"]:
+            print(f"  {e['ms']:8.2f} ms {e['share']:6.1%} {e['calls']:5d}x {e['kernel']}", flush=True)
+        model.zero_grad(set_to_none=True)
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -264,6 +302,12 @@ def markdown_cpu(result: dict) -> str:
     return "\n".join(lines)
 
 
+def write(path: Path, result: dict) -> None:
+    result["command"] = " ".join(["python -m benchmarks.model_vs_dit", *sys.argv[1:]])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=("cuda", "cpu"), required=True)
@@ -271,15 +315,14 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=None, help="the DIR-7 model timed on the CPU (default: the shipped one)")
     ap.add_argument("--images", type=int, default=3, help="CPU: whole images per model (median)")
     ap.add_argument("--forwards", type=int, default=10, help="CPU: single forwards per model (median)")
+    ap.add_argument("--profile", action="store_true", help="GPU: also profile our eager forward and step")
     ap.add_argument("--out", required=True, type=Path)
     args = ap.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda needs a CUDA GPU", file=sys.stderr)
         return 2
     result = gpu_main(args) if args.device == "cuda" else cpu_main(args)
-    result["command"] = " ".join(["python -m benchmarks.model_vs_dit", *sys.argv[1:]])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    write(args.out, result)
     print((markdown_gpu if args.device == "cuda" else markdown_cpu)(result))
     return 0
 

@@ -524,6 +524,8 @@ def main() -> int:
     p.add_argument("--model", action="store_true", help="time one dir7-s step, ours vs fla")
     p.add_argument("--T", type=int, nargs="+", default=[256, 1024, 4096])
     p.add_argument("--wind-rwkv", default=None, metavar="PATH", help="a clone of johanwind/wind_rwkv (a peer)")
+    p.add_argument("--no-fla", action="store_true",
+                   help="leave fla out (its Triton autotuning takes minutes on first use of each shape)")
     p.add_argument("--resume", action="store_true", help="keep the parts already in --out, run the rest")
     args = p.parse_args()
     command = " ".join(["python -m benchmarks.wkv7", *sys.argv[1:]])
@@ -532,7 +534,7 @@ def main() -> int:
         return 2
     import triton
 
-    fla, wind = load_fla(), load_wind(args.wind_rwkv)
+    fla, wind = (None if args.no_fla else load_fla()), load_wind(args.wind_rwkv)
     out = Path(args.out)
     result = json.loads(out.read_text()) if args.resume and out.is_file() else {}
     if result:

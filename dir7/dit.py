@@ -11,14 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
+
+from .model import config_from_fields
 
 
 @dataclass
 class DiTConfig:
     """The architecture of the DiT baseline (PixArt-style blocks) and its noise schedule."""
+
+    model_type: ClassVar[str] = "dit"  # config.json's "model_type" (dir7.architectures)
 
     image_size: int = 64          # pixels per side (pixel space, like DIR-7)
     in_channels: int = 3          # RGB in, RGB epsilon out
@@ -57,7 +62,11 @@ class DiTConfig:
         return dataclasses.replace(DIT_PRESETS[name], **overrides)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"model_type": self.model_type, **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "config") -> DiTConfig:
+        return config_from_fields(cls, d, source)
 
 
 DIT_PRESETS: dict[str, DiTConfig] = {
@@ -85,6 +94,33 @@ class DiTModel(nn.Module):
             norm_type="ada_norm_single", use_additional_conditions=False,
             num_embeds_ada_norm=cfg.num_train_timesteps,
         )
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """DiT's and PixArt's initialisation (diffusers' modules keep PyTorch's defaults): Xavier-
+        uniform linear layers with zero biases, the timestep MLP and the caption projection at
+        N(0, 0.02), the patch embedding like a linear layer, and zero for the adaLN-single
+        modulation and the output projection, so the model starts as the zero function and each
+        block's modulation starts from its learnt table alone."""
+        net = self.net
+        if net.proj_out.weight.is_meta:
+            return
+        for module in net.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        proj = net.pos_embed.proj  # a conv over patches: Xavier on its flattened kernel
+        nn.init.xavier_uniform_(proj.weight.view(proj.weight.shape[0], -1))
+        nn.init.zeros_(proj.bias)
+        for lin in (net.adaln_single.emb.timestep_embedder.linear_1, net.adaln_single.emb.timestep_embedder.linear_2,
+                    net.caption_projection.linear_1, net.caption_projection.linear_2):
+            nn.init.normal_(lin.weight, std=0.02)
+        nn.init.zeros_(net.adaln_single.linear.weight)
+        nn.init.zeros_(net.adaln_single.linear.bias)
+        nn.init.zeros_(net.proj_out.weight)  # the blocks' scale_shift_tables keep diffusers' randn / sqrt(D)
+        nn.init.zeros_(net.proj_out.bias)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | float, text_states: torch.Tensor,
                 text_mask: torch.Tensor | None = None, return_states: bool = False) -> torch.Tensor:

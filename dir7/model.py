@@ -14,10 +14,12 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from .attention import CrossAttention
 from .rwkv7 import CROSS_MODES, ChannelMix, CrossWKV, TimeMix
 
 SCAN_ORDERS = ("row", "row_reverse", "col", "col_reverse")
@@ -37,6 +39,8 @@ class DIR7Config:
     (``pipeline_config.json`` beside ``config.json``), how it was trained in ``TrainConfig``.
     """
 
+    model_type: ClassVar[str] = "dir7"  # config.json's "model_type" (dir7.architectures)
+
     # image
     image_size: int = 64          # pixels per side; DIR-7 runs in pixel space (no VAE)
     in_channels: int = 3          # RGB in, RGB epsilon out
@@ -54,7 +58,8 @@ class DIR7Config:
     scan_orders: tuple[str, ...] = SCAN_ORDERS  # block i scans in scan_orders[i % len]
     init: str = "rwkv7"           # "rwkv7": RWKV-7's reference recipe; "xavier": the paper's (ablation)
     # text conditioning
-    cross_mode: str = "prefix"    # CrossWKV variant: "paper" (eqs. 4-16) or "prefix"; see rwkv7.CrossWKV
+    cross_mode: str = "prefix"    # text path: CrossWKV "paper" (eqs. 4-16), "prefix" or "state" (see
+                                  # rwkv7.CrossWKV), or "attention" (softmax cross-attention, no state)
     text_encoder: str = "all-MiniLM-L6-v2"  # name or path loaded by dir7.TextEncoder
     text_dim: int = 384           # per-token width of that encoder (MiniLM 384, CLIP-L 768)
     max_text_len: int = 77        # prompts are truncated to this many tokens (CLIP's 77)
@@ -97,7 +102,7 @@ class DIR7Config:
         return dataclasses.replace(PRESETS[name], **overrides)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
+        d = {"model_type": self.model_type, **dataclasses.asdict(self)}
         d["scan_orders"] = list(self.scan_orders)
         return d
 
@@ -106,11 +111,20 @@ class DIR7Config:
         """Build from a saved dict; unknown keys are an error (a typo must not pass silently).
         Configs written before the sampling defaults moved out go through
         ``dir7.pipeline.split_legacy_config`` first."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown DIR7Config field(s) {unknown}")
-        return cls(**d)
+        return config_from_fields(cls, d, source)
+
+
+def config_from_fields(cls, d: dict, source: str):
+    """``cls(**d)`` for a saved config dict (its "model_type", if any, must be ``cls``'s); an
+    unknown key is an error, so a typo in a config file never passes silently."""
+    d = dict(d)
+    model_type = d.pop("model_type", cls.model_type)
+    if model_type != cls.model_type:
+        raise ValueError(f"{source}: a {model_type!r} config, not a {cls.model_type!r} one")
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise ValueError(f"{source}: unknown {cls.__name__} field(s) {unknown}")
+    return cls(**d)
 
 
 PRESETS: dict[str, DIR7Config] = {
@@ -189,7 +203,7 @@ class DIR7Block(nn.Module):
         self.skip_proj = nn.Linear(2 * D, D) if long_skip else None
         self.norms = nn.ModuleList(nn.LayerNorm(D, elementwise_affine=False, eps=1e-6) for _ in range(3))
         self.time_mix = TimeMix(cfg, layer_id, cfg.depth)
-        self.cross = CrossWKV(cfg, layer_id, cfg.depth)
+        self.cross = (CrossAttention if cfg.cross_mode == "attention" else CrossWKV)(cfg, layer_id, cfg.depth)
         self.channel_mix = ChannelMix(cfg, layer_id, cfg.depth)
         # shift, scale, gate for each of the three sub-layers; zero init = the block starts as identity
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 9 * D))
@@ -285,6 +299,11 @@ class DIR7Model(nn.Module):
         return torch.cat([x[:, :prefix], x[:, prefix:][:, move]], dim=1)
 
     @property
+    def has_state(self) -> bool:
+        """Whether the text path has a recurrent state (every mode but "attention")."""
+        return self.config.cross_mode != "attention"
+
+    @property
     def cross_layers(self) -> int:
         return len(self.blocks)
 
@@ -307,6 +326,8 @@ class DIR7Model(nn.Module):
             )
         if text_states.dim() != 3 or text_states.shape[0] != B or text_states.shape[-1] != cfg.text_dim:
             raise ValueError(f"expected text_states [{B}, L, {cfg.text_dim}], got {tuple(text_states.shape)}")
+        if return_states and not self.has_state:
+            raise ValueError("cross_mode='attention' has no recurrent state to return (check model.has_state)")
         if text_mask is None:
             text_mask = torch.ones(text_states.shape[:2], dtype=torch.bool, device=x.device)
         t = torch.as_tensor(t, device=x.device).float().expand(B) if not torch.is_tensor(t) or t.dim() == 0 else t
@@ -340,9 +361,11 @@ class DIR7Model(nn.Module):
                 skip = self._move(skip, skip_order, order)
             vs = vc = None
             if v0 is not None:
-                if order not in v_first:  # the cross one has the text prefix before the T image tokens
-                    v_first[order] = (self._move(v0[0], v0_order, order),
-                                      self._move(v0[1], v0_order, order, prefix=v0[1].shape[1] - tok.shape[1]))
+                if order not in v_first:
+                    vc = v0[1]
+                    if vc is not None and block.cross.v_first_has_image:  # a text prefix may come first
+                        vc = self._move(vc, v0_order, order, prefix=vc.shape[1] - tok.shape[1])
+                    v_first[order] = (self._move(v0[0], v0_order, order), vc)
                 vs, vc = v_first[order]
             tok, vs, vc, state = block(tok, c, text, text_mask, vs, vc, skip, return_states)
             if i == 0:

@@ -7,7 +7,8 @@
 ``steps(...)`` is the same sampling loop as a generator (one event per denoising step),
 for callers that stream, such as the demo app.
 
-A model directory holds ``config.json`` (the network: ``DIR7Config``), ``pipeline_config.json``
+A model directory holds ``config.json`` (the network: ``DIR7Config``, or ``DiTConfig`` for the
+DiT baseline; see ``dir7.architectures``), ``pipeline_config.json``
 (how to sample with it: ``PipelineConfig``), the sharded weights and a model card
 (``README.md``); the app, the evaluator and the training sample grid all sample with the
 ``PipelineConfig`` found there.
@@ -29,9 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .architectures import ModelConfig, build_model, config_from_dict
 from .checkpoint import CONFIG_NAME, CheckpointError, atomic_directory_write, load_into, save_state_dict
 from .diffusion import SAMPLERS, make_scheduler, predicted_x0, step_kwargs
-from .model import DIR7Config, DIR7Model
+from .model import DIR7Model
 from .stats import StateStats, layer_head_stats
 from .text_encoder import TextEncoder
 from .vocabulary import VOCABULARY_NAME, load_vocabulary, save_vocabulary, unknown_words
@@ -179,7 +181,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def load_configs(directory: str | os.PathLike) -> tuple[DIR7Config, PipelineConfig]:
+def load_configs(directory: str | os.PathLike) -> tuple[ModelConfig, PipelineConfig]:
     """The model config and sampling defaults of a model directory. Reads ``config.json`` in the
     current layout and in the one before ``pipeline_config.json`` existed (its ``default_*`` keys
     become the sampling defaults); a ``pipeline_config.json`` wins over them."""
@@ -192,7 +194,7 @@ def load_configs(directory: str | os.PathLike) -> tuple[DIR7Config, PipelineConf
     if pipeline_path.is_file():
         sampling = _read_json(pipeline_path)
     try:
-        cfg = DIR7Config.from_dict(model_fields, source=str(config_path))
+        cfg = config_from_dict(model_fields, source=str(config_path))
         pipeline_cfg = PipelineConfig.from_dict(sampling, source=str(pipeline_path))
         if pipeline_cfg.guidance_interval is not None:
             check_guidance_interval(pipeline_cfg.guidance_interval, cfg.num_train_timesteps)
@@ -201,7 +203,7 @@ def load_configs(directory: str | os.PathLike) -> tuple[DIR7Config, PipelineConf
     return cfg, pipeline_cfg
 
 
-def save_configs(directory: Path, cfg: DIR7Config, pipeline_cfg: PipelineConfig) -> None:
+def save_configs(directory: Path, cfg: ModelConfig, pipeline_cfg: PipelineConfig) -> None:
     (directory / CONFIG_NAME).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     (directory / PIPELINE_CONFIG_NAME).write_text(json.dumps(pipeline_cfg.to_dict(), indent=2) + "\n")
 
@@ -293,11 +295,11 @@ class DIR7Pipeline:
     # ---- construction, saving ---------------------------------------------------------
 
     @classmethod
-    def from_config(cls, cfg: DIR7Config, text_encoder: TextEncoder | None = None,
+    def from_config(cls, cfg: ModelConfig, text_encoder: TextEncoder | None = None,
                     config: PipelineConfig | None = None) -> DIR7Pipeline:
         """A randomly initialised model (clearly ``trained=False``)."""
         enc = text_encoder or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot)
-        return cls(DIR7Model(cfg), enc, config, name="untrained", trained=False)
+        return cls(build_model(cfg), enc, config, name="untrained", trained=False)
 
     @classmethod
     def from_pretrained(
@@ -308,7 +310,7 @@ class DIR7Pipeline:
         source checkout."""
         path = Path(path) if path is not None else default_checkpoint()
         cfg, pipeline_cfg = load_configs(path)
-        model = DIR7Model(cfg)
+        model = build_model(cfg)
         load_into(model, path)
         enc = text_encoder or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot)
         return cls(model, enc, pipeline_cfg, name=path.name, trained=True, card=read_model_card(path),
@@ -510,7 +512,7 @@ class DIR7Pipeline:
 
             events = tqdm(events, total=num_inference_steps or self.config.num_inference_steps, desc="sampling")
         for ev in events:
-            if stats:
+            if stats and self.has_state:
                 state_stats.append(ev.timestep, ev.state_rms, ev.stable_rank)
             if callback is not None:
                 callback(ev.step, ev.total, {"timestep": ev.timestep, "preview": ev.preview,

@@ -239,7 +239,9 @@ class TimeMix(nn.Module):
         return self.mix(x, v_first, initial_state=initial_state, output_final_state=output_final_state)
 
 
-CROSS_MODES = ("paper", "prefix")
+# The CrossWKV variants; "attention" (dir7.attention.CrossAttention) replaces CrossWKV in a block.
+CROSSWKV_MODES = ("paper", "prefix", "state")
+CROSS_MODES = (*CROSSWKV_MODES, "attention")
 
 
 class CrossWKV(TimeMix):
@@ -252,13 +254,26 @@ class CrossWKV(TimeMix):
 
     ``mode="prefix"``: the projected text is scanned first and the image after it, in one
     sequence; every image position reads a state that holds the whole prompt. Padding is
-    moved to the front and turned into identity steps, so outputs do not depend on it.
+    moved to the front and turned into identity steps, so outputs do not depend on it. The
+    image tokens also write into the state and decay it as they pass: token t reads the prompt
+    through what the t image tokens before it left of it.
+
+    ``mode="state"`` (ours, aimed at object binding and counting, which need the whole prompt
+    everywhere): the text alone is scanned into the state (same layer, same delta rule), and
+    every image token reads that one state with its own receptance, ``o_t = S_L^T r_t``: no
+    decay and no writes across image positions, so each token sees the whole, unfaded prompt,
+    whatever the scan order. Padding as in prefix mode. The state depends on the text only.
     """
+
+    @property
+    def v_first_has_image(self) -> bool:
+        """Whether the value residual's v_first holds image positions (which follow a scan order)."""
+        return self.mode != "state"
 
     def __init__(self, cfg, layer_id: int, n_layers: int):
         self.mode = cfg.cross_mode
-        if self.mode not in CROSS_MODES:
-            raise ValueError(f"cross_mode must be one of {CROSS_MODES}, got {self.mode!r}")
+        if self.mode not in CROSSWKV_MODES:
+            raise ValueError(f"CrossWKV's mode must be one of {CROSSWKV_MODES}, got {self.mode!r}")
         super().__init__(cfg, layer_id, n_layers)
         if self.mode == "paper":
             # eq. 7: r = Linear_{Dq -> D}(q_padded), no bias; W_r on the image is not used
@@ -301,16 +316,34 @@ class CrossWKV(TimeMix):
             return self.mix(x, v_first, receptance=self.text_receptance(q_padded),
                             output_final_state=output_final_state)
 
-        # prefix mode: move padding to the front (a stable sort keeps token order), so the
-        # first image token's shift sees the last real text token
+        # prefix and state modes: move padding to the front (a stable sort keeps token order),
+        # so the first image token's shift sees the last real text token
         order = torch.argsort(text_mask.to(torch.int8), dim=1, stable=True)  # [B, L]
         keep_text = torch.gather(text_mask, 1, order)
         text = torch.gather(text, 1, order[..., None].expand(-1, -1, text.shape[-1]))
         prefix = self.text_in(text) * keep_text[..., None].to(x.dtype)  # [B, L, D]
+        if self.mode == "state":
+            return self._read_text_state(x, prefix, keep_text, v_first)
         seq = torch.cat([prefix, x], dim=1)                              # [B, L + T, D]
         keep = torch.cat([keep_text, keep_text.new_ones(B, T)], dim=1)
         out, v_first, state = self.mix(seq, v_first, keep=keep, output_final_state=output_final_state)
         return out[:, L:], v_first, state                                 # image positions only
+
+    def _read_text_state(self, x, prefix, keep_text, v_first):
+        """State mode: scan the text into S_L, then every image token reads it: o_t = S_L^T r_t."""
+        B, T, _ = x.shape
+        H, K = self.n_heads, self.head_size
+        _, w, k, v, a, b, _, v_first = self.project(prefix, v_first, keep=keep_text)
+        r_text = torch.zeros_like(k)  # the text's own read-out is not used
+        _, state = wkv7(r_text, w, k, v, a, b, scale=1.0, output_final_state=True)   # [B, H, K, K]
+        # the image tokens' receptance and gate, with their own token shift
+        delta = token_shift(x) - x
+        r = self.receptance(torch.addcmul(x, delta, self.mu[MIX_ROWS.index("r")])).view(B, T, H, K)
+        g = self.g_lora(torch.addcmul(x, delta, self.mu[MIX_ROWS.index("g")]))
+        o = torch.einsum("bthk,bhkv->bthv", r, state.to(r.dtype))
+        # the per-head bonus reads a token's own write: image tokens write nothing here
+        zero = torch.zeros_like(r)
+        return self.readout(o, r, zero, zero, g), v_first, state
 
 
 # ---------------------------------------------------------------------------------------

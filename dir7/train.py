@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .architectures import ModelConfig, build_model, config_from_preset
 from .checkpoint import CONFIG_NAME, atomic_directory_write, load_into, load_state_dict, save_state_dict
 from .diffusion import diffusion_loss, drop_captions, make_scheduler
 from .model import DIR7Config, DIR7Model, grow_into, grown_config, grown_layout
@@ -66,7 +67,7 @@ class TrainConfig:
     plus ``--set`` edits) or how to sample with it (``PipelineConfig``, carried from ``init_from``)."""
 
     out: str = "runs/dir7"          # run directory: log.jsonl, samples/, checkpoint/
-    preset: str = "dir7-demo"       # model preset (dir7.PRESETS)
+    preset: str = "dir7-demo"       # model preset: dir7.PRESETS, or a DiT baseline's (dir7.dit.DIT_PRESETS)
     model_overrides: list[str] = field(default_factory=list)  # "field=value" edits of the preset, e.g.
                                     # depth=9 or cross_mode=paper (the CrossWKV variant)
     data: str = "shapes"            # "shapes" (procedural, dir7.data) or a folder of the user's images
@@ -108,14 +109,14 @@ class TrainConfig:
             raise ValueError(f"unknown training preset {name!r}; choose one of {sorted(TRAIN_PRESETS)}")
         return dataclasses.replace(TRAIN_PRESETS[name], **overrides)
 
-    def model_config(self) -> DIR7Config:
-        cfg = DIR7Config.from_preset(self.preset)
-        fields = {f.name: f for f in dataclasses.fields(DIR7Config)}
+    def model_config(self) -> ModelConfig:
+        cfg = config_from_preset(self.preset)
+        fields = {f.name: f for f in dataclasses.fields(cfg)}
         edits = {}
         for item in self.model_overrides:
             name, sep, value = item.partition("=")
             if not sep or name not in fields:
-                raise ValueError(f"model override {item!r}: expected field=value with a DIR7Config field")
+                raise ValueError(f"model override {item!r}: expected field=value with a {type(cfg).__name__} field")
             current = getattr(cfg, name)
             try:
                 if isinstance(current, bool):
@@ -398,7 +399,7 @@ def _setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
 
 
 @torch.no_grad()
-def write_sample_grid(path: Path, ema: DIR7Model, enc: TextEncoder, pipeline_config: PipelineConfig,
+def write_sample_grid(path: Path, ema: torch.nn.Module, enc: TextEncoder, pipeline_config: PipelineConfig,
                       seed: int) -> None:
     """Sample the fixed prompts with the run's own sampling defaults (what the shipped model would use)."""
     pipe = DIR7Pipeline(ema, enc, pipeline_config, name="ema")
@@ -419,6 +420,8 @@ def train(tc: TrainConfig) -> Path:
     if tc.grow_depth and not tc.init_from:
         raise ValueError("--grow-depth deepens the --init-from model; give --init-from too")
     if tc.grow_depth:
+        if not isinstance(tc.model_config(), DIR7Config):
+            raise ValueError("--grow-depth grows a DIR-7 model; the DiT baseline does not grow")
         grown_layout(tc.model_config().depth, tc.grow_depth)  # an odd or negative count fails here
     if tc.kind_weights and tc.data != "shapes":
         raise ValueError("--kind-weights mixes the procedural shapes scenes; it does not apply to a folder")
@@ -438,7 +441,7 @@ def train(tc: TrainConfig) -> Path:
         cfg = grown_config(cfg, tc.grow_depth)
 
     torch.manual_seed(tc.seed)  # identical init on every rank
-    model = DIR7Model(cfg).to(device)
+    model = build_model(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
     enc = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot).to(device)
     # fused: one kernel for the whole update on CUDA instead of several per parameter

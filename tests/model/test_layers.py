@@ -1,11 +1,12 @@
-"""RWKV-7 layers and the two CrossWKV modes: the properties docs/design.md predicts."""
+"""RWKV-7 layers, the CrossWKV modes and cross-attention: the properties docs/design.md predicts."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from dir7 import ChannelMix, CrossWKV, TimeMix
+from dir7 import ChannelMix, CrossWKV, TimeMix, wkv7_naive
+from dir7.attention import CrossAttention
 from tests.helpers import tiny_config
 
 B, T, L, DQ = 2, 24, 7, 10
@@ -53,21 +54,62 @@ def test_paper_mode_rejects_text_longer_than_the_image():
         layer(x, text, torch.ones(B, T + 1, dtype=torch.bool))
 
 
-@pytest.mark.parametrize("mode", ["paper", "prefix"])
+def test_state_mode_every_image_token_reads_the_whole_unfaded_text_state():
+    """o_t = S_L^T r_t: the state of the text alone, the same for every image position, not
+    decayed or written by the image tokens; the text reaches every position."""
+    layer = make_cross("state")
+    x, text, mask, _ = inputs()
+    v_first = torch.randn(B, L, 64, dtype=torch.float64)  # state mode: the text's values only
+    out1, vf, S = layer(x, text, mask, v_first)
+    out2, _, _ = layer(x, torch.randn_like(text), mask, v_first)
+    assert out1.shape == (B, T, 64) and vf is v_first and S.shape == (B, 4, 16, 16)
+    assert ((out1 - out2).abs().amax(dim=(0, 2)) > 1e-8).all()
+    # the state is the text's own scan, whatever the image holds
+    _, _, S_other = layer(torch.randn_like(x), text, mask, v_first)
+    assert torch.equal(S, S_other)
+    prefix = layer.text_in(text)
+    _, w, k, v, a, b, _, _ = layer.project(prefix, v_first, keep=mask)
+    _, S_ref = wkv7_naive(torch.zeros_like(k), w, k, v, a, b, output_final_state=True)
+    assert torch.allclose(S, S_ref, atol=1e-10)
+    # an image token's output depends on its own (token-shifted) input only, not on later tokens
+    x2 = x.clone()
+    x2[:, 10:] = torch.randn_like(x2[:, 10:])
+    out3, _, _ = layer(x2, text, mask, v_first)
+    assert torch.allclose(out3[:, :10], out1[:, :10], atol=1e-12) and not torch.allclose(out3[:, 11:], out1[:, 11:])
+
+
+def test_cross_attention_reads_the_text_at_every_position_and_has_no_state():
+    cfg = tiny_config(cross_mode="attention", text_dim=DQ)
+    layer = CrossAttention(cfg, 1, 3).double()
+    x, text, mask, _ = inputs()
+    out1, vf, state = layer(x, text, mask, None)
+    out2, _, _ = layer(x, torch.randn_like(text), mask, None)
+    assert out1.shape == (B, T, 64) and vf is None and state is None
+    assert ((out1 - out2).abs().amax(dim=(0, 2)) > 1e-8).all()
+    with pytest.raises(ValueError, match="no recurrent state"):
+        layer(x, text, mask, None, output_final_state=True)
+
+
+@pytest.mark.parametrize("mode", ["paper", "prefix", "state", "attention"])
 def test_text_mask_is_honoured(mode):
     """Padding tokens change nothing: masked states are ignored, and padding a prompt to a
     longer length gives the same outputs and final state as the unpadded prompt."""
-    layer = make_cross(mode)
+    if mode == "attention":
+        layer = CrossAttention(tiny_config(cross_mode=mode, text_dim=DQ), 1, 3).double()
+    else:
+        layer = make_cross(mode)
+    with_state = mode != "attention"
     x, text, _, _ = inputs()
     short = text[:, :4]
-    out_short, _, S_short = layer(x, short, torch.ones(B, 4, dtype=torch.bool), output_final_state=True)
+    out_short, _, S_short = layer(x, short, torch.ones(B, 4, dtype=torch.bool), output_final_state=with_state)
     mask = torch.zeros(B, L, dtype=torch.bool)
     mask[:, :4] = True
     junk = text.clone()
     junk[:, 4:] = 100 * torch.randn(B, L - 4, DQ, dtype=torch.float64)
-    out_pad, _, S_pad = layer(x, junk, mask, output_final_state=True)
+    out_pad, _, S_pad = layer(x, junk, mask, output_final_state=with_state)
     assert torch.allclose(out_pad, out_short, atol=1e-10)
-    assert torch.allclose(S_pad, S_short, atol=1e-10)
+    if with_state:
+        assert torch.allclose(S_pad, S_short, atol=1e-10)
 
 
 def test_time_mix_first_layer_defines_v_first_and_later_layers_use_it():
