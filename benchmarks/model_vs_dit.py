@@ -127,32 +127,48 @@ def time_model(model, cfg, batch: int, device, compiled: bool, timer=cuda_ms) ->
     return out
 
 
+CELLS = ("ours_eager", "ours_compiled", "dit_eager", "dit_compiled")
+
+
 def gpu_main(args) -> dict:
+    """Time the ``--cells`` at the ``--tokens``; cells already in ``--out`` (from an earlier run of
+    other cells: compiling makes the whole table longer than one sitting) are kept beside them."""
     device = torch.device("cuda")
+    old = json.loads(args.out.read_text()) if args.out.exists() else {}
+    old_rows = {r["tokens"]: r for r in old.get("shapes", [])}
     result = {"env": env(device), "shapes": []}
     for shape in GPU_SHAPES:
         ours_cfg = dir7.DIR7Config.from_preset("dir7-s", image_size=shape["image_size"])
+        if ours_cfg.num_tokens not in args.tokens:
+            if ours_cfg.num_tokens in old_rows:
+                result["shapes"].append(old_rows[ours_cfg.num_tokens])
+            continue
         torch.manual_seed(0)
         ours = dir7.DIR7Model(ours_cfg).to(device)
         dit_cfg = matched_dit(count(ours), DiTConfig.from_preset("dit-s", image_size=shape["image_size"]))
         dit = DiTModel(dit_cfg).to(device)
-        row = {"tokens": ours_cfg.num_tokens, "batch": shape["batch"], "ours_params": count(ours),
-               "dit_params": count(dit), "dit_depth": dit_cfg.depth}
+        row = {**old_rows.get(ours_cfg.num_tokens, {}), "tokens": ours_cfg.num_tokens, "batch": shape["batch"],
+               "ours_params": count(ours), "dit_params": count(dit), "dit_depth": dit_cfg.depth}
+        result["shapes"].append(row)
         for name, model, cfg in (("ours", ours, ours_cfg), ("dit", dit, dit_cfg)):
             for compiled in (False, True):
                 key = f"{name}_{'compiled' if compiled else 'eager'}"
+                if key not in args.cells:
+                    continue
                 try:
                     row[key] = time_model(model, cfg, shape["batch"], device, compiled)
                 except Exception as e:  # report and go on: the other cells still mean something
                     row[key] = {"error": repr(e)}
+                row[key]["date"] = result["env"]["date"]
                 print(f"tokens {row['tokens']:5d} {key:14s} {row[key]}", flush=True)
+                write(args.out, result)  # after each cell: a run cut off by a time limit keeps what it measured
                 torch._dynamo.reset()
         if args.profile:
             row["ours_profile"] = profile(ours, ours_cfg, shape["batch"], device)
-        result["shapes"].append(row)
-        write(args.out, result)  # after each shape: a run cut off by a time limit keeps what it measured
+        write(args.out, result)
         del ours, dit
         torch.cuda.empty_cache()
+    result["shapes"].sort(key=lambda r: r["tokens"])
     return result
 
 
@@ -256,7 +272,9 @@ def env(device: torch.device, threads: int | None = None) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
-def _cell(ours: dict, dit: dict, key: str) -> str:
+def _cell(ours: dict | None, dit: dict | None, key: str) -> str:
+    if ours is None or dit is None:
+        return "not measured"
     if "error" in ours or "error" in dit:
         return "failed (see JSON)"
     return f"{ours[key]:.1f} / {dit[key]:.1f} ms ({dit[key] / ours[key]:.2f}x)"
@@ -272,14 +290,13 @@ def markdown_gpu(result: dict) -> str:
              "| train step, compiled | peak memory, train step, eager ours / DiT |",
              "|---|---|---|---|---|---|---|"]
     for r in result["shapes"]:
-        mem = (f"{r['ours_eager']['train_step_peak_GiB']:.1f} / {r['dit_eager']['train_step_peak_GiB']:.1f} GiB"
-               if "error" not in r["ours_eager"] and "error" not in r["dit_eager"] else "—")
+        oe, oc, de, dc = (r.get(c) for c in CELLS)
+        mem = (f"{oe['train_step_peak_GiB']:.1f} / {de['train_step_peak_GiB']:.1f} GiB"
+               if oe and de and "error" not in oe and "error" not in de else "—")
         lines.append(
             f"| {r['tokens']} ({r['batch']}) | {r['ours_params'] / 1e6:.2f}M / {r['dit_params'] / 1e6:.2f}M "
-            f"({r['dit_depth']}) | {_cell(r['ours_eager'], r['dit_eager'], 'forward_ms')} "
-            f"| {_cell(r['ours_compiled'], r['dit_compiled'], 'forward_ms')} "
-            f"| {_cell(r['ours_eager'], r['dit_eager'], 'train_step_ms')} "
-            f"| {_cell(r['ours_compiled'], r['dit_compiled'], 'train_step_ms')} | {mem} |")
+            f"({r['dit_depth']}) | {_cell(oe, de, 'forward_ms')} | {_cell(oc, dc, 'forward_ms')} "
+            f"| {_cell(oe, de, 'train_step_ms')} | {_cell(oc, dc, 'train_step_ms')} | {mem} |")
     lines += ["", "```", COMMANDS["gpu"], "```", ""]
     return "\n".join(lines)
 
@@ -316,8 +333,15 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=3, help="CPU: whole images per model (median)")
     ap.add_argument("--forwards", type=int, default=10, help="CPU: single forwards per model (median)")
     ap.add_argument("--profile", action="store_true", help="GPU: also profile our eager forward and step")
+    ap.add_argument("--tokens", default="1024,4096", type=lambda v: [int(x) for x in v.split(",")],
+                    help="GPU: image token counts to time (comma-separated)")
+    ap.add_argument("--cells", default=",".join(CELLS), type=lambda v: v.split(","),
+                    help=f"GPU: which of {','.join(CELLS)} to time (the others are kept from --out)")
     ap.add_argument("--out", required=True, type=Path)
     args = ap.parse_args()
+    if args.device == "cuda" and (set(args.cells) - set(CELLS) or set(args.tokens) - {1024, 4096}):
+        print(f"--cells takes {','.join(CELLS)}; --tokens 1024 and/or 4096", file=sys.stderr)
+        return 2
     if args.device == "cuda" and not torch.cuda.is_available():
         print("--device cuda needs a CUDA GPU", file=sys.stderr)
         return 2

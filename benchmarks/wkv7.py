@@ -471,10 +471,11 @@ def fmt(x) -> str:
 def markdown(result: dict) -> str:
     env = result["env"]
     cols = [c for c in COLUMNS if any(row.get(c[0]) is not None for row in result["rows"])]
+    fla = f"fla {env['fla']}" if env.get("fla") else "fla not run (--no-fla)"
     lines = [
         "## WKV-7 kernels",
         "",
-        f"{env['gpu']}, {env['date']}, torch {env['torch']}, triton {env['triton']}, fla {env['fla']}; "
+        f"{env['gpu']}, {env['date']}, torch {env['torch']}, triton {env['triton']}, {fla}; "
         f"bf16, B={B}, H={H}, K=V={K}; milliseconds, median of `triton.testing.do_bench`, "
         "inputs rotated so the L2 cache does not flatter. Correctness was checked at these sizes "
         "first (see the JSON).",

@@ -185,8 +185,10 @@ class TimestepEmbedder(nn.Module):
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: ``x [B, T, D] * (1 + scale) + shift``, scale and shift ``[B, D]``."""
-    return torch.addcmul(shift[:, None], x, 1 + scale[:, None])
+    """adaLN: ``x [B, T, D] * (1 + scale) + shift``, scale and shift ``[B, D]``, in their dtype
+    (under autocast x comes from a float32 LayerNorm, shift and scale from a bf16 product: the
+    layers after this run in bf16, see rwkv7.compute_dtype)."""
+    return torch.addcmul(shift[:, None], x.to(shift.dtype), 1 + scale[:, None])
 
 
 # ---------------------------------------------------------------------------------------

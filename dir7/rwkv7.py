@@ -21,12 +21,21 @@ from .ops import time_mix_prepare, time_mix_readout, wkv7
 
 # the six token-shift lerps of TimeMix, in the order of its ``mu`` rows
 MIX_ROWS = ("r", "w", "k", "v", "a", "g")
-# the order they are computed in: r, k, v first, so their three projections are one batched product
-_LERP_ORDER = [MIX_ROWS.index(n) for n in ("r", "k", "v", "w", "a", "g")]
 
 # w = -exp(-0.5) * sigmoid(z): the log-decay lies in (-0.6065, 0), the decay in (0.545, 1).
 # Equal to RWKV-7's exp(-softplus(-z) - 0.5) form; fla's chunk_rwkv7 takes w itself.
 LOG_DECAY_SCALE = -0.6065306597126334
+
+
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype element-wise work on ``x`` should run in: autocast's (bf16) where it is on.
+
+    Numerical trap (speed): autocast runs LayerNorm in float32 and leaves element-wise ops to
+    type promotion, so a float32 parameter (a lerp weight, a bias) silently turns every later
+    element-wise op of a layer into a float32 pass. Layers cast such tensors to this dtype.
+    """
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 def token_shift(x: torch.Tensor) -> torch.Tensor:
@@ -54,8 +63,13 @@ class LoRA(nn.Module):
         self.act = {"none": nn.Identity(), "tanh": nn.Tanh(), "sigmoid": nn.Sigmoid()}[act]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.act(x @ self.A) @ self.B
-        return y if self.bias is None else y + self.bias
+        return self.finish(x @ self.A)
+
+    def finish(self, h: torch.Tensor) -> torch.Tensor:
+        """The second half, from ``h = x A`` (which a time-mix layer computes in one product with others)."""
+        # F.linear takes the bias inside the product: under autocast the result stays bf16, where
+        # ``y + bias`` would promote it to float32
+        return F.linear(self.act(h), self.B.t(), self.bias)
 
 
 def _orthogonal_(p: torch.Tensor, gain: float) -> None:
@@ -174,6 +188,64 @@ class TimeMix(nn.Module):
 
     # ---- forward ------------------------------------------------------------------------
 
+    # the first matrix each token-shifted lerp meets: (lerp row, [D, N] matrix) per product
+    def _first_matrices(self) -> dict[str, tuple[int, torch.Tensor]]:
+        row = MIX_ROWS.index
+        m = {"k": (row("k"), self.key.weight.t()), "v": (row("v"), self.value.weight.t()),
+             "w": (row("w"), self.w_lora.A), "a": (row("a"), self.a_lora.A), "g": (row("g"), self.g_lora.A)}
+        if self.receptance is not None:
+            m["r"] = (row("r"), self.receptance.weight.t())
+        if self.v_lora is not None:
+            m["v_mix"] = (row("v"), self.v_lora.A)
+        return m
+
+    def shifted_products(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """``x [B, T, D]`` -> ``{name: lerp_name(x) @ M_name}``, each ``[B, T, N_name]``, where
+        ``lerp(x) = x + (x_{t-1} - x) * mu`` (the token shift) and ``M`` the first matrix the lerp
+        meets: W_r, W_k, W_v, or the A of a LoRA ("w", "a", "v_mix", "g").
+
+        Two ways to the same numbers (tests/model/test_layers.py holds them equal):
+        - CUDA: no lerp is materialised. ``lerp(x) @ M = x @ ((1 - mu) M) + shift(x @ (mu M))``
+          (the shift of a product is the product of the shift), so every product of the layer is
+          one matrix product of x with the concatenated, mu-scaled matrices, ``[D, 2 * sum N]``,
+          then one shifted add: twice the FLOPs of the lerp path's products, but no
+          ``[6, B, T, D]`` tensor written, read and differentiated through (memory, not FLOPs,
+          bounds these layers on a GPU).
+        - elsewhere (the CPU, where the products dominate): the six lerps, then the products.
+        """
+        x = x.to(compute_dtype(x))
+        return (self._products_fused if x.is_cuda else self._products_lerped)(x, names)
+
+    def _products_fused(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        mats = self._first_matrices()
+        now, shifted = [], []
+        for n in names:
+            row, m = mats[n]
+            mu = self.mu[row][:, None]                      # [D, 1]: mu scales M's rows (input channels)
+            now.append(m - mu * m)
+            shifted.append(mu * m)
+        sizes = [m.shape[1] for m in now]
+        y = x @ torch.cat(now + shifted, dim=1)             # [B, T, 2 * sum N]
+        N = sum(sizes)
+        y = y[..., :N] + token_shift(y[..., N:])            # [B, T, sum N]
+        return dict(zip(names, y.split(sizes, dim=-1)))     # column slices: the kernels take their strides
+
+    def _products_lerped(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        mats = self._first_matrices()
+        # the lerps that are needed, the square projections' first so that they are one slice
+        B, T, D = x.shape
+        square = [n for n in names if n in ("r", "k", "v")]
+        rows = list(dict.fromkeys([mats[n][0] for n in square] + [mats[n][0] for n in names]))
+        xs = torch.addcmul(x, token_shift(x) - x, self.mu.to(x.dtype)[rows, None, None, :])  # [n_rows, B, T, D]
+        out = {}
+        if square:  # the D x D projections as one batched product
+            prods = torch.bmm(xs[:len(square)].view(len(square), B * T, D), torch.stack([mats[n][1] for n in square]))
+            out.update(zip(square, prods.view(len(square), B, T, D)))
+        for n in names:
+            if n not in out:
+                out[n] = xs[rows.index(mats[n][0])] @ mats[n][1]
+        return out
+
     def project(
         self,
         x: torch.Tensor,
@@ -188,28 +260,22 @@ class TimeMix(nn.Module):
         keep: ``[B, T]`` bool; positions where it is False become identity steps of the
         recurrence (no decay, no removal, no write): how text padding is kept out.
         """
-        B, T, D = x.shape
+        B, T, _ = x.shape
         H, K = self.n_heads, self.head_size
-        # token shift and the six lerps x + (x_{t-1} - x) * mu in one broadcast: [6, B, T, D],
-        # rows in the order r, k, v, w, a, g (one product for r, k, v below)
-        xs = torch.addcmul(x, token_shift(x) - x, self.mu[_LERP_ORDER, None, None, :])
-        xw, xa, xg = xs[3], xs[4], xs[5]
-        if receptance is None:
-            w_rkv = torch.stack([self.receptance.weight.t(), self.key.weight.t(), self.value.weight.t()])
-            r, k, v = torch.bmm(xs[:3].view(3, B * T, D), w_rkv).view(3, B, T, D)
-        else:
-            w_kv = torch.stack([self.key.weight.t(), self.value.weight.t()])
-            k, v = torch.bmm(xs[1:3].reshape(2, B * T, D), w_kv).view(2, B, T, D)
-            r = receptance
-        v_mix = None if v_first is None else self.v_lora(xs[2])
+        names = ("k", "v", "w", "a") + (("r",) if receptance is None else ()) + \
+            (("v_mix",) if v_first is not None else ()) + ("g",)
+        p = self.shifted_products(x, names)                     # name -> [B, T, N]
+        r = p["r"] if receptance is None else receptance
+        k, v = p["k"], p["v"]
+        v_mix = None if v_first is None else self.v_lora.finish(p["v_mix"])
         # the element-wise rest (kernels/time_mix.py: decay, value residual, removal key kk,
         # eta, text-padding mask), in one pass on a CPU; the kernel's dtype is r's (under
         # autocast r is bf16 while the LoRA terms are float32)
         w, k, v_mixed, a, b = time_mix_prepare(
-            k, self.w_lora(xw), self.a_lora(xa), v, v_first, v_mix, self.k_k, self.k_a, keep, H,
-            LOG_DECAY_SCALE, r.dtype)
+            k, self.w_lora.finish(p["w"]), self.a_lora.finish(p["a"]), v, v_first, v_mix, self.k_k, self.k_a, keep,
+            H, LOG_DECAY_SCALE, r.dtype)
         v_first = v if v_first is None else v_first
-        g = self.g_lora(xg)
+        g = self.g_lora.finish(p["g"])
         return r.view(B, T, H, K), w, k, v_mixed, a, b, g, v_first
 
     def readout(self, o: torch.Tensor, r: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -337,9 +403,8 @@ class CrossWKV(TimeMix):
         r_text = torch.zeros_like(k)  # the text's own read-out is not used
         _, state = wkv7(r_text, w, k, v, a, b, scale=1.0, output_final_state=True)   # [B, H, K, K]
         # the image tokens' receptance and gate, with their own token shift
-        delta = token_shift(x) - x
-        r = self.receptance(torch.addcmul(x, delta, self.mu[MIX_ROWS.index("r")])).view(B, T, H, K)
-        g = self.g_lora(torch.addcmul(x, delta, self.mu[MIX_ROWS.index("g")]))
+        p = self.shifted_products(x, ("r", "g"))
+        r, g = p["r"].view(B, T, H, K), self.g_lora.finish(p["g"])
         o = torch.einsum("bthk,bhkv->bthv", r, state.to(r.dtype))
         # the per-head bonus reads a token's own write: image tokens write nothing here
         zero = torch.zeros_like(r)
@@ -380,6 +445,7 @@ class ChannelMix(nn.Module):
         nn.init.uniform_(self.value.weight, -bound / 2, bound / 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xk = torch.addcmul(x, token_shift(x) - x, self.mu_k)
+        x = x.to(compute_dtype(x))
+        xk = torch.addcmul(x, token_shift(x) - x, self.mu_k.to(x.dtype))
         h = torch.relu(self.key(xk))
         return self.value(h * h)  # relu(.)^2; a product, not pow: a third of the time on a CPU

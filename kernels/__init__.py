@@ -1,9 +1,9 @@
 """WKV-7 recurrence kernels. Knows nothing of ``dir7``; ``dir7`` reaches it through ``dir7.ops``.
 
 Installed, this folder is the package ``dir7_kernels`` (``kernels`` is Hugging Face's).
-The Triton kernels (``wkv7_triton_recurrent``, ``wkv7_triton_chunk``) and the Numba CPU kernel
-(``wkv7_cpu_recurrent``) are imported on first access, so this package imports without
-Triton, Numba or a GPU.
+The Triton kernels (``wkv7_triton_recurrent``, ``wkv7_triton_chunk``, the fused time-mix
+``time_mix_*_triton``) and the Numba CPU kernels (``wkv7_cpu_recurrent``, ``time_mix_*_cpu``)
+are imported on first access, so this package imports without Triton, Numba or a GPU.
 """
 
 from .chunked import wkv7_chunked
@@ -16,6 +16,8 @@ _LAZY_NAMES = {
     "wkv7_cpu_recurrent": "cpu_recurrent",
     "time_mix_prepare_cpu": "cpu_time_mix",
     "time_mix_readout_cpu": "cpu_time_mix",
+    "time_mix_prepare_triton": "triton_time_mix",
+    "time_mix_readout_triton": "triton_time_mix",
 }
 
 

@@ -11,8 +11,10 @@ importable (else to the same PyTorch code, which also runs on GPU):
 - longer inference: the fused chunked Triton forward alone (no states stored).
 
 The threshold and the kernels' launch defaults come from ``python -m benchmarks.wkv7`` on an H100.
-``time_mix_prepare`` / ``time_mix_readout``: CPU inference runs their Numba versions (one pass
-each); everything else, training included, runs the plain-PyTorch references (kernels/time_mix.py).
+``time_mix_prepare`` / ``time_mix_readout``: CUDA tensors (training or not) run the fused Triton
+kernels (kernels/triton_time_mix.py: one pass forward, one backward); CPU inference runs their
+Numba versions (one pass each); the rest (CPU training, float64) runs the plain-PyTorch
+references (kernels/time_mix.py).
 
 Triton and Numba are imported on first use only, so ``import kernels`` needs neither.
 """
@@ -104,9 +106,30 @@ def wkv7(
     return wkv7_chunked(r, w, k, v, a, b, scale, initial_state, output_final_state)
 
 
+@functools.lru_cache(maxsize=1)
+def _triton_time_mix():
+    """The Triton ``(prepare, readout)``, or None without Triton."""
+    try:
+        from .triton_time_mix import time_mix_prepare_triton, time_mix_readout_triton
+    except ImportError:
+        return None
+    return time_mix_prepare_triton, time_mix_readout_triton
+
+
+def _fused_cuda(*tensors: torch.Tensor | None):
+    """The Triton ``(prepare, readout)`` where they apply (CUDA tensors, no float64), else None."""
+    present = [t for t in tensors if t is not None]
+    if all(t.is_cuda for t in present) and not any(t.dtype == torch.float64 for t in present):
+        return _triton_time_mix()
+    return None
+
+
 def time_mix_prepare(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a, keep, n_heads, w_scale, dtype):
     """The projections' outputs -> the recurrence's inputs ``(w, k, v, a, b)``; see kernels/time_mix.py."""
     args = (k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a, keep, n_heads, w_scale, dtype)
+    fused = _fused_cuda(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a)
+    if fused is not None:
+        return fused[0](*args)
     if _compiled_cpu_inference(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a):
         fns = _cpu_time_mix()
         if fns is not None:
@@ -117,6 +140,9 @@ def time_mix_prepare(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a, keep, n_h
 def time_mix_readout(o, r, k, v, g, ln_weight, ln_bias, r_k, eps):
     """The recurrence's output -> what the output projection reads; see kernels/time_mix.py."""
     args = (o, r, k, v, g, ln_weight, ln_bias, r_k, eps)
+    fused = _fused_cuda(o, r, k, v, g, ln_weight, ln_bias, r_k)
+    if fused is not None:
+        return fused[1](*args)
     if _compiled_cpu_inference(o, r, k, v, g, ln_weight, ln_bias, r_k):
         fns = _cpu_time_mix()
         if fns is not None:

@@ -176,3 +176,27 @@ def test_channel_mix_shape_and_shift():
     x = torch.randn(2, T, 64)
     assert layer(x).shape == x.shape
     assert layer.key.out_features == 4 * 64
+
+
+@pytest.mark.parametrize("layer_id", [0, 1])
+@pytest.mark.parametrize("mode", [None, "paper"])
+def test_fused_and_lerped_products_agree_in_value_and_gradient(layer_id, mode):
+    """The GPU's one-product form of the token-shifted projections equals the lerps' form (CPU)."""
+    cfg = tiny_config(cross_mode=mode or "prefix", text_dim=DQ)
+    layer = (TimeMix if mode is None else CrossWKV)(cfg, layer_id=layer_id, n_layers=3).double()
+    with torch.no_grad():
+        layer.mu.uniform_(-0.5, 1.5)  # well away from the init's values, and outside [0, 1]
+    names = tuple(layer._first_matrices())
+    x = torch.randn(B, 13, 64, dtype=torch.float64, requires_grad=True)
+    fused, lerped = layer._products_fused(x, names), layer._products_lerped(x, names)
+    cot = {n: torch.randn_like(fused[n]) for n in names}
+    grads = []
+    for out in (fused, lerped):
+        loss = sum((out[n] * cot[n]).sum() for n in names)
+        grads.append(torch.autograd.grad(loss, [x, *layer.parameters()], allow_unused=True))
+    for n in names:
+        torch.testing.assert_close(fused[n], lerped[n])
+    for a, b in zip(*grads):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)

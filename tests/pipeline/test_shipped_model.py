@@ -11,6 +11,7 @@ outputs, and say why in the commit) with
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -68,3 +69,42 @@ def test_shipped_model_reproduces_its_stored_outputs(shipped, request):
         assert err < EPS_TOL, f"eps at t={t}: relative error {err:.2e} >= {EPS_TOL:.0e}"
     moved = ((got["image"].int() - ref["image"].int()).abs() > PIXEL_TOL).float().mean().item()
     assert moved <= MAX_MOVED, f"{moved:.1%} of the sampled image's pixel values moved by more than {PIXEL_TOL}"
+
+
+TEXT_STATES = Path(__file__).with_name("shipped_text_states.safetensors")
+
+
+def test_stored_text_states_are_the_encoders(text_encoder, request):
+    """The GPU test below feeds stored text states (the GPU machine has no text encoder package):
+    they must be what the encoder gives for PROMPTS. Refreshed with the reference."""
+    text, mask = text_encoder(PROMPTS)
+    if request.config.getoption("--refresh-reference") or not TEXT_STATES.is_file():
+        save_file({"text": text.contiguous(), "mask": mask.contiguous()}, str(TEXT_STATES))
+    stored = load_file(str(TEXT_STATES))
+    torch.testing.assert_close(stored["text"], text)
+    assert torch.equal(stored["mask"], mask)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.parametrize("autocast", [False, True])
+def test_shipped_model_on_the_gpu_matches_its_stored_outputs(autocast):
+    """The GPU path (fused projections, Triton time-mix and WKV kernels) computes the stored eps:
+    float32 to float32 tolerance, bf16 autocast within bf16's."""
+    path = dir7.pipeline.SHIPPED_CHECKPOINT
+    if not (path / "config.json").is_file():
+        pytest.skip("the shipped checkpoint is not in this checkout")
+    cfg = dir7.architectures.config_from_dict(json.loads((path / "config.json").read_text()))
+    model = dir7.architectures.build_model(cfg)
+    model.load_state_dict(dir7.checkpoint.load_state_dict(path))
+    model = model.cuda().eval()
+    g = torch.Generator().manual_seed(1234)
+    x = torch.randn(len(PROMPTS), cfg.in_channels, cfg.image_size, cfg.image_size, generator=g).cuda()
+    states, ref = load_file(str(TEXT_STATES)), load_file(str(REFERENCE))
+    for t in TIMESTEPS:
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            eps = model(x, torch.full((len(PROMPTS),), t, device="cuda"), states["text"].cuda(),
+                        states["mask"].cuda()).double().cpu()
+        eps_ref = ref[f"eps_t{t}"].double()
+        assert torch.isfinite(eps).all()
+        err = float((eps - eps_ref).norm() / eps_ref.norm())
+        assert err < (5e-2 if autocast else 2e-3), f"eps at t={t}: relative error {err:.2e}"
