@@ -67,9 +67,10 @@ class LoRA(nn.Module):
 
     def finish(self, h: torch.Tensor) -> torch.Tensor:
         """The second half, from ``h = x A`` (which a time-mix layer computes in one product with others)."""
-        # F.linear takes the bias inside the product: under autocast the result stays bf16, where
-        # ``y + bias`` would promote it to float32
-        return F.linear(self.act(h), self.B.t(), self.bias)
+        y = self.act(h) @ self.B
+        # the bias in y's dtype: under autocast ``y + bias`` would promote the result to float32
+        # (F.linear's fused bias does the same on a GPU but costs a copy of the output on a CPU)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
 
 
 def _orthogonal_(p: torch.Tensor, gain: float) -> None:
