@@ -70,7 +70,8 @@ class TrainConfig:
     preset: str = "dir7-demo"       # model preset: dir7.PRESETS, or a DiT baseline's (dir7.dit.DIT_PRESETS)
     model_overrides: list[str] = field(default_factory=list)  # "field=value" edits of the preset, e.g.
                                     # depth=9 or cross_mode=paper (the CrossWKV variant)
-    data: str = "shapes"            # "shapes" (procedural, dir7.data) or a folder of the user's images
+    data: str = "shapes"            # "shapes" (procedural, dir7.data), "emoji:DIR" (a set built by
+                                    # python -m dir7.data.emoji build) or a folder of the user's images
     kind_weights: str = ""          # shapes only: scene-kind mix as "kind=weight,...", e.g. "counting=3" to
                                     # show more of a task the model fails; unlisted kinds keep
                                     # dir7.data.DEFAULT_KIND_WEIGHTS, 0 drops a kind
@@ -204,6 +205,10 @@ def make_loader(tc: TrainConfig, image_size: int, start: int, rank: int, world: 
     if tc.data == "shapes":
         dataset = ShapesDataset("train", seed=tc.seed, image_size=image_size,
                                 kind_weights=tc.scene_kind_weights())
+    elif tc.data.startswith("emoji:"):
+        from .data.emoji import EmojiDataset
+
+        dataset = EndlessShuffle(EmojiDataset(tc.data[len("emoji:"):], "train", size=image_size), seed=tc.seed)
     else:
         dataset = EndlessShuffle(image_folder_dataset(tc.data, size=image_size), seed=tc.seed)
     sampler = IndexSampler(start=start, rank=rank, world_size=world)

@@ -3,6 +3,9 @@
 * Procedural shapes scenes (``scenes``, ``captions``, ``datasets``): 64x64 images of 1-4
   coloured shapes with true captions, rendered on the fly and deterministic per
   ``(seed, index)``; some colour-shape pairs (:data:`HELDOUT_PAIRS`) never appear in training.
+* Emoji (``emoji``): thousands of drawn concepts in several artists' styles, built once from
+  openly licensed npm packages (``python -m dir7.data.emoji build --out DIR``), trained on with
+  ``dir7.train --data emoji:DIR``.
 * Users' own images (``folders``): a folder with ``captions.jsonl`` or class folders.
 
 Typical training use::

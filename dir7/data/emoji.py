@@ -1,0 +1,357 @@
+"""Emoji as text-image training data: thousands of drawn concepts, with names, keywords and
+categories, in several artists' styles, from openly licensed npm packages.
+
+    python -m dir7.data.emoji build --out data/emoji              # fetch (npm pack) and build
+    python -m dir7.data.emoji build --out data/emoji --packages DIR  # from tarballs already in DIR
+    python -m dir7.train --data emoji:data/emoji ...               # train on it
+
+The builder is a one-off: it fetches the packages with ``npm pack`` (nothing is fetched at
+training or run time), composites every image onto a light background at 64x64, joins the
+styles by Unicode sequence, attaches the text of emojibase (label, keywords), and writes:
+
+    DIR/records.jsonl     one line per image: code (its Unicode sequence, emoji-datasource's
+                          ``unified``), concept (the base emoji's code, skin tone removed), style,
+                          skin_tone, gender, hair, label, keywords, name, category, subcategory,
+                          split ("train" or "heldout"), shard and row
+    DIR/shard_NNN.npz     the images, uint8 [N, 64, 64, 3], compressed (each well under 16 MiB)
+    DIR/LICENSES/         each package's licence, and ATTRIBUTION.md (which style is whose, how licensed)
+    DIR/manifest.json     package versions, counts, the held-out pairs and caption templates
+
+Styles (``STYLES``): ``noto`` (Google's Noto Emoji, Apache-2.0) and ``twemoji`` (Twemoji,
+CC-BY-4.0), both as emoji-datasource's 64-pixel PNGs. Apple's and Facebook's sets are left out:
+they are not openly licensed.
+
+The split is deterministic: a fixed ~5% of the concepts drawn in two or more styles lose one of
+their styles entirely (every skin tone of it): the concept is still seen in the other styles and
+the style on other concepts. ``HELDOUT_TEMPLATES`` are caption templates never used in training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import io
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from .datasets import to_tensor
+
+IMAGE_SIZE = 64
+BACKGROUND = (250, 250, 250)  # light, as the issue's visitors expect emoji to be shown
+SHARD_IMAGES = 1000           # images per shard: compressed, well under 16 MiB
+HELDOUT_EVERY = 20            # one concept in 20 (of those drawn in 2+ styles) loses a style
+
+
+@dataclass(frozen=True)
+class Style:
+    """One artist's set: the npm package it comes from and where its images lie in it."""
+
+    name: str             # the style's id in records and prompts ("noto", "twemoji")
+    display: str          # how captions name it
+    package: str          # npm package
+    version: str
+    image_dir: str        # the images' folder inside the package, named by emoji.json's "image"
+    has_key: str          # emoji.json's flag that this set draws an emoji
+    licence: str
+    attribution: str
+
+
+STYLES: dict[str, Style] = {s.name: s for s in (
+    Style("noto", "Noto", "emoji-datasource-google", "16.0.0", "package/img/google/64", "has_img_google",
+          "Apache-2.0 (images), MIT (emoji-datasource data)",
+          "Noto Emoji, Copyright Google Inc., Apache License 2.0 (github.com/googlefonts/noto-emoji); "
+          "packaged by emoji-datasource (iamcal/emoji-data), MIT."),
+    Style("twemoji", "Twemoji", "emoji-datasource-twitter", "16.0.0", "package/img/twitter/64", "has_img_twitter",
+          "CC-BY-4.0 (images), MIT (emoji-datasource data)",
+          "Twemoji, Copyright Twitter, Inc. and other contributors, CC-BY 4.0 "
+          "(github.com/jdecked/twemoji); packaged by emoji-datasource (iamcal/emoji-data), MIT."),
+)}
+TEXT_PACKAGE = ("emojibase-data", "17.0.0")   # labels and keywords (MIT)
+SKIN_TONES = {"1F3FB": "light", "1F3FC": "medium-light", "1F3FD": "medium", "1F3FE": "medium-dark", "1F3FF": "dark"}
+
+# Caption templates. {a} is the label with its article ("a cat face"), {label} without,
+# {style} the style's display name, {kw} one keyword with its article, {cat} the category.
+TRAIN_TEMPLATES = (
+    "{label}",
+    "{a}",
+    "an emoji of {a}",
+    "{label}, {style} style",
+    "{a} in {style} style",
+    "{style} emoji of {a}",
+    "{kw} emoji",
+    "{a}, {cat}",
+    "{label} emoji",
+)
+HELDOUT_TEMPLATES = (
+    "a picture of {a}, drawn in the {style} style",
+    "{label} icon",
+)
+
+
+def _article(words: str) -> str:
+    return f"{'an' if words[:1].lower() in 'aeiou' else 'a'} {words}"
+
+
+def _strip_fe0f(code: str) -> str:
+    return "-".join(p for p in code.upper().split("-") if p != "FE0F")
+
+
+def plain_label(label: str) -> str:
+    """emojibase's "flag: Japan", "keycap: #", "woman: white hair" as a caption says them."""
+    for prefix, said in (("flag: ", "flag of "), ("keycap: ", "keycap ")):
+        if label.startswith(prefix):
+            return said + label[len(prefix):]
+    return label.replace(": ", " with ", 1).replace(": ", ", ") if label.count(": ") == 1 and \
+        label.split(": ")[1].endswith("hair") else label.replace(": ", ", ")
+
+
+def caption(record: dict, template: str, keyword_index: int = 0) -> str:
+    """A caption for one record from one template (a skin tone, when there is one, is said too)."""
+    label = plain_label(record["label"])
+    if record.get("skin_tone") and "skin tone" not in label:
+        tones = record["skin_tone"].replace("-", " ").split("/")
+        label = f"{label} with {' and '.join(tones)} skin tone{'s' if len(tones) > 1 else ''}"
+    keywords = record.get("keywords") or [record["label"]]
+    kw = keywords[keyword_index % len(keywords)]
+    return template.format(label=label, a=_article(label), style=STYLES[record["style"]].display,
+                           kw=_article(kw), cat=record["category"].lower().replace("&", "and"))
+
+
+def _variants(entry: dict) -> list[tuple[str, str, str | None]]:
+    """``(code, image file, skin tone)`` of an emoji.json entry and each of its skin variations."""
+    out = [(entry["unified"], entry["image"], None)]
+    for tones, var in (entry.get("skin_variations") or {}).items():
+        names = [SKIN_TONES[t] for t in tones.split("-") if t in SKIN_TONES]
+        out.append((var["unified"], var["image"], "/".join(dict.fromkeys(names)) or None))
+    return out
+
+
+def _gender_hair(name: str) -> tuple[str | None, str | None]:
+    words = name.lower().split()
+    gender = "woman" if {"woman", "women", "female"} & set(words) else \
+        "man" if {"man", "men", "male"} & set(words) else None
+    hair = next((h for h in ("red hair", "curly hair", "white hair", "bald") if h in name.lower()), None)
+    return gender, hair
+
+
+def heldout_pairs(concept_styles: dict[str, list[str]]) -> set[tuple[str, str]]:
+    """The (concept, style) pairs held out: deterministic in the concept's code, never a concept's
+    only style."""
+    pairs = set()
+    for concept, styles in concept_styles.items():
+        if len(styles) < 2:
+            continue
+        h = int(hashlib.sha1(concept.encode()).hexdigest(), 16)
+        if h % HELDOUT_EVERY == 0:
+            pairs.add((concept, sorted(styles)[(h // HELDOUT_EVERY) % len(styles)]))
+    return pairs
+
+
+def _composite(png: bytes) -> np.ndarray:
+    """An RGBA emoji -> RGB uint8 [64, 64, 3] on BACKGROUND (alpha-composited, then resized with
+    antialiasing if the source is not 64 pixels)."""
+    with Image.open(io.BytesIO(png)) as im:
+        im = im.convert("RGBA")
+        canvas = Image.new("RGBA", im.size, (*BACKGROUND, 255))
+        canvas.alpha_composite(im)
+        rgb = canvas.convert("RGB")
+    if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
+        rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------------------------------
+# Fetch and build
+# ---------------------------------------------------------------------------------------
+
+
+def tarball_name(package: str, version: str) -> str:
+    return f"{package}-{version}.tgz"
+
+
+def fetch(packages_dir: Path, styles: tuple[str, ...] = tuple(STYLES)) -> None:
+    """``npm pack`` the packages of ``styles`` and the text into ``packages_dir`` (skipping those present)."""
+    packages_dir.mkdir(parents=True, exist_ok=True)
+    wanted = [(STYLES[s].package, STYLES[s].version) for s in styles if s in STYLES] + [TEXT_PACKAGE]
+    for package, version in dict.fromkeys(wanted):
+        if (packages_dir / tarball_name(package, version)).is_file():
+            continue
+        if shutil.which("npm") is None:
+            raise RuntimeError("npm is needed to fetch the emoji packages (or pass --packages with the tarballs)")
+        print(f"npm pack {package}@{version}", flush=True)
+        subprocess.run(["npm", "pack", f"{package}@{version}", "--silent"], cwd=packages_dir, check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def _read_json(tar: tarfile.TarFile, member: str):
+    f = tar.extractfile(member)
+    if f is None:
+        raise ValueError(f"{tar.name}: no {member}")
+    return json.load(f)
+
+
+def build(out: Path, packages_dir: Path, styles: tuple[str, ...] = tuple(STYLES), progress: bool = True) -> dict:
+    """Build the data set into ``out`` from the tarballs in ``packages_dir``; returns the manifest."""
+    unknown = sorted(set(styles) - set(STYLES))
+    if unknown:
+        raise ValueError(f"unknown style(s) {unknown}; known: {sorted(STYLES)}")
+    missing = [tarball_name(p, v) for p, v in [*((STYLES[s].package, STYLES[s].version) for s in styles),
+                                                TEXT_PACKAGE] if not (packages_dir / tarball_name(p, v)).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{packages_dir}: missing {missing} (run without --packages to fetch them)")
+    with tarfile.open(packages_dir / tarball_name(*TEXT_PACKAGE)) as tar:
+        text = {_strip_fe0f(e["hexcode"]): e for e in _read_json(tar, "package/en/data.json")}
+        text_licence = tar.extractfile("package/LICENSE").read()
+
+    records, images = [], []
+    licences = {"emojibase-data.LICENSE": text_licence}
+    for style_name in styles:
+        style = STYLES[style_name]
+        with tarfile.open(packages_dir / tarball_name(style.package, style.version)) as tar:
+            entries = _read_json(tar, "package/emoji.json")
+            licences[f"{style.package}.LICENSE"] = tar.extractfile("package/LICENSE").read()
+            names = set(tar.getnames())
+            for entry in entries:
+                if not entry.get(style.has_key) or entry["category"] == "Component":
+                    continue  # not drawn in this set; skin-tone swatches and hair parts alone
+                base_text = text.get(_strip_fe0f(entry["unified"]), {})
+                for code, image, tone in _variants(entry):
+                    member = f"{style.image_dir}/{image}"
+                    if member not in names:
+                        continue
+                    gender, hair = _gender_hair(entry["name"] or "")
+                    records.append({
+                        "code": code, "concept": entry["unified"], "style": style_name, "skin_tone": tone,
+                        "gender": gender, "hair": hair,
+                        "label": base_text.get("label") or (entry["name"] or entry["short_name"]).lower(),
+                        "keywords": base_text.get("tags", []), "name": entry["name"],
+                        "short_names": entry.get("short_names", []), "category": entry["category"],
+                        "subcategory": entry.get("subcategory"),
+                    })
+                    images.append(_composite(tar.extractfile(member).read()))
+        if progress:
+            print(f"{style_name}: {sum(r['style'] == style_name for r in records)} images", flush=True)
+
+    concept_styles: dict[str, list[str]] = {}
+    for r in records:
+        concept_styles.setdefault(r["concept"], [])
+        if r["style"] not in concept_styles[r["concept"]]:
+            concept_styles[r["concept"]].append(r["style"])
+    held = heldout_pairs(concept_styles)
+    for r in records:
+        r["split"] = "heldout" if (r["concept"], r["style"]) in held else "train"
+
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("shard_*.npz"):
+        old.unlink()
+    stack = np.stack(images) if images else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
+    for shard, start in enumerate(range(0, len(records), SHARD_IMAGES)):
+        np.savez_compressed(out / f"shard_{shard:03d}.npz", images=stack[start:start + SHARD_IMAGES])
+        for row, r in enumerate(records[start:start + SHARD_IMAGES]):
+            r["shard"], r["row"] = shard, row
+    with open(out / "records.jsonl", "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    lic = out / "LICENSES"
+    lic.mkdir(exist_ok=True)
+    for name, body in licences.items():
+        (lic / name).write_bytes(body)
+    (lic / "ATTRIBUTION.md").write_text(
+        "# Where the images and texts come from\n\n" + "\n".join(
+            f"- `{s}` ({STYLES[s].package} {STYLES[s].version}): {STYLES[s].attribution} Licence: {STYLES[s].licence}."
+            for s in styles) +
+        f"\n- Labels and keywords: {TEXT_PACKAGE[0]} {TEXT_PACKAGE[1]} (milesj/emojibase), MIT.\n")
+    manifest = {
+        "styles": {s: dataclasses.asdict(STYLES[s]) for s in styles},
+        "text_package": list(TEXT_PACKAGE), "images": len(records),
+        "concepts": len(concept_styles), "heldout_pairs": sorted(map(list, held)),
+        "train_templates": list(TRAIN_TEMPLATES), "heldout_templates": list(HELDOUT_TEMPLATES),
+        "image_size": IMAGE_SIZE, "background": list(BACKGROUND),
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if progress:
+        print(f"{len(records)} images of {len(concept_styles)} concepts, {len(held)} held-out pairs -> {out}")
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------
+# Training data
+# ---------------------------------------------------------------------------------------
+
+
+def load_records(root: str | Path) -> list[dict]:
+    path = Path(root) / "records.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{root}: no records.jsonl (build it: python -m dir7.data.emoji build --out {root})")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class EmojiDataset(Dataset):
+    """``(image [3, S, S] in [-1, 1], caption)`` for every (image, training template) of a split.
+
+    Item ``i`` is image ``i // n_templates`` with template ``i % n_templates`` (and a keyword
+    chosen by the image), so captions vary and every item is deterministic (exact resume).
+    """
+
+    def __init__(self, root: str | Path, split: str = "train", size: int = IMAGE_SIZE):
+        if split not in ("train", "heldout"):
+            raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+        if size != IMAGE_SIZE:
+            raise ValueError(f"the emoji data is built at {IMAGE_SIZE}x{IMAGE_SIZE}; the model wants {size}")
+        self.root = Path(root)
+        self.records = [r for r in load_records(root) if r["split"] == split]
+        if not self.records:
+            raise ValueError(f"{root}: no {split!r} images")
+        self.templates = TRAIN_TEMPLATES
+        self._shards: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.records) * len(self.templates)
+
+    def image(self, index: int) -> np.ndarray:
+        r = self.records[index]
+        if r["shard"] not in self._shards:  # loaded lazily, once per worker
+            with np.load(self.root / f"shard_{r['shard']:03d}.npz") as z:
+                self._shards[r["shard"]] = z["images"]
+        return self._shards[r["shard"]][r["row"]]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
+        image_index, t = divmod(int(i), len(self.templates))
+        r = self.records[image_index]
+        return to_tensor(self.image(image_index)), caption(r, self.templates[t], keyword_index=image_index + t)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dir7.data.emoji", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="fetch the packages (npm pack) and build the data set")
+    b.add_argument("--out", required=True, type=Path)
+    b.add_argument("--packages", type=Path, default=None,
+                   help="a folder holding (or to receive) the package tarballs; default: OUT/packages")
+    b.add_argument("--styles", default=",".join(STYLES), help=f"comma-separated, of {','.join(STYLES)}")
+    args = ap.parse_args(argv)
+    packages = args.packages or args.out / "packages"
+    try:
+        styles = tuple(s for s in args.styles.split(",") if s)
+        fetch(packages, styles)
+        build(args.out, packages, styles)
+    except (OSError, ValueError, RuntimeError, subprocess.CalledProcessError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
