@@ -18,8 +18,11 @@ styles by Unicode sequence, attaches the text of emojibase (label, keywords), an
     DIR/manifest.json     package versions, counts, the held-out pairs and caption templates
 
 Styles (``STYLES``): ``noto`` (Google's Noto Emoji, Apache-2.0) and ``twemoji`` (Twemoji,
-CC-BY-4.0), both as emoji-datasource's 64-pixel PNGs. Apple's and Facebook's sets are left out:
-they are not openly licensed.
+CC-BY-4.0) as emoji-datasource's 64-pixel PNGs; ``openmoji`` (CC-BY-SA-4.0) and ``fluent-flat``
+(Microsoft's Fluent Emoji, flat, MIT) as SVGs, rendered at 256 pixels with resvg and downsampled
+(``pip install resvg-py``). The concepts are the Noto package's emoji.json; a style that does not
+draw one simply has no image of it. Apple's and Facebook's sets are left out: they are not openly
+licensed.
 
 The split is deterministic: a fixed ~5% of the concepts drawn in two or more styles lose one of
 their styles entirely (every skin tone of it): the concept is still seen in the other styles and
@@ -33,6 +36,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -55,30 +59,45 @@ HELDOUT_EVERY = 20            # one concept in 20 (of those drawn in 2+ styles) 
 
 @dataclass(frozen=True)
 class Style:
-    """One artist's set: the npm package it comes from and where its images lie in it."""
+    """One artist's set: the npm package it comes from and how its images are found in it."""
 
-    name: str             # the style's id in records and prompts ("noto", "twemoji")
+    name: str             # the style's id in records and prompts ("noto", "twemoji", ...)
     display: str          # how captions name it
     package: str          # npm package
     version: str
-    image_dir: str        # the images' folder inside the package, named by emoji.json's "image"
-    has_key: str          # emoji.json's flag that this set draws an emoji
+    kind: str             # "datasource": emoji-datasource PNGs named by emoji.json's "image";
+                          # "openmoji": SVGs named by the Unicode sequence; "fluent": SVGs named
+                          # by the CLDR label ("thumbs-up-dark.svg")
+    image_dir: str        # the images' folder inside the package
+    licence_file: str     # the package's licence, copied beside the built set
     licence: str
     attribution: str
+    has_key: str = ""     # datasource only: emoji.json's flag that this set draws an emoji
 
 
 STYLES: dict[str, Style] = {s.name: s for s in (
-    Style("noto", "Noto", "emoji-datasource-google", "16.0.0", "package/img/google/64", "has_img_google",
-          "Apache-2.0 (images), MIT (emoji-datasource data)",
+    Style("noto", "Noto", "emoji-datasource-google", "16.0.0", "datasource", "package/img/google/64",
+          "package/LICENSE", "Apache-2.0 (images), MIT (emoji-datasource data)",
           "Noto Emoji, Copyright Google Inc., Apache License 2.0 (github.com/googlefonts/noto-emoji); "
-          "packaged by emoji-datasource (iamcal/emoji-data), MIT."),
-    Style("twemoji", "Twemoji", "emoji-datasource-twitter", "16.0.0", "package/img/twitter/64", "has_img_twitter",
-          "CC-BY-4.0 (images), MIT (emoji-datasource data)",
+          "packaged by emoji-datasource (iamcal/emoji-data), MIT.", has_key="has_img_google"),
+    Style("twemoji", "Twemoji", "emoji-datasource-twitter", "16.0.0", "datasource", "package/img/twitter/64",
+          "package/LICENSE", "CC-BY-4.0 (images), MIT (emoji-datasource data)",
           "Twemoji, Copyright Twitter, Inc. and other contributors, CC-BY 4.0 "
-          "(github.com/jdecked/twemoji); packaged by emoji-datasource (iamcal/emoji-data), MIT."),
+          "(github.com/jdecked/twemoji); packaged by emoji-datasource (iamcal/emoji-data), MIT.",
+          has_key="has_img_twitter"),
+    Style("openmoji", "OpenMoji", "openmoji", "17.0.0", "openmoji", "package/color/svg", "package/LICENSE.txt",
+          "CC-BY-SA-4.0", "OpenMoji, the open-source emoji and icon project (openmoji.org), CC BY-SA 4.0: "
+          "images derived from it are shared under the same licence."),
+    Style("fluent-flat", "Fluent", "fluentui-emoji", "1.3.0", "fluent", "package/icons/flat", "package/LICENSE",
+          "MIT", "Fluent Emoji (flat), Copyright Microsoft Corporation, MIT (github.com/microsoft/fluentui-emoji); "
+          "packaged for npm as fluentui-emoji, MIT."),
 )}
+# the set whose emoji.json lists the concepts every style is matched against
+CATALOGUE = "noto"
+RENDER_SIZE = 256  # SVGs are rendered this large, then downsampled with antialiasing: small details stay legible
 TEXT_PACKAGE = ("emojibase-data", "17.0.0")   # labels and keywords (MIT)
 SKIN_TONES = {"1F3FB": "light", "1F3FC": "medium-light", "1F3FD": "medium", "1F3FE": "medium-dark", "1F3FF": "dark"}
+_SLUG = re.compile(r"[^a-z0-9]+")
 
 # Caption templates. {a} is the label with its article ("a cat face"), {label} without,
 # {style} the style's display name, {kw} one keyword with its article, {cat} the category.
@@ -159,8 +178,8 @@ def heldout_pairs(concept_styles: dict[str, list[str]]) -> set[tuple[str, str]]:
 
 
 def _composite(png: bytes) -> np.ndarray:
-    """An RGBA emoji -> RGB uint8 [64, 64, 3] on BACKGROUND (alpha-composited, then resized with
-    antialiasing if the source is not 64 pixels)."""
+    """An RGBA emoji -> RGB uint8 [64, 64, 3] on BACKGROUND: alpha-composited at its own size,
+    then downsampled with antialiasing (Lanczos) if it is larger."""
     with Image.open(io.BytesIO(png)) as im:
         im = im.convert("RGBA")
         canvas = Image.new("RGBA", im.size, (*BACKGROUND, 255))
@@ -169,6 +188,44 @@ def _composite(png: bytes) -> np.ndarray:
     if rgb.size != (IMAGE_SIZE, IMAGE_SIZE):
         rgb = rgb.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.LANCZOS)
     return np.asarray(rgb, dtype=np.uint8)
+
+
+def _render_svg(svg: bytes) -> bytes:
+    """An SVG -> RGBA PNG bytes at RENDER_SIZE (resvg: fast, and faithful to gradients and masks)."""
+    try:
+        import resvg_py
+    except ImportError as e:
+        raise RuntimeError("the SVG styles need resvg-py: pip install resvg-py") from e
+    return bytes(resvg_py.svg_to_bytes(svg_string=svg.decode("utf-8"), width=RENDER_SIZE, height=RENDER_SIZE,
+                                       skip_system_fonts=True))
+
+
+def _slug(text: str) -> str:
+    return _SLUG.sub("-", text.lower()).strip("-")
+
+
+class _Locator:
+    """Which file of a style's package draws a given emoji (or None)."""
+
+    def __init__(self, style: Style, names: set[str]):
+        self.style = style
+        prefix = style.image_dir + "/"
+        self.files = {n[len(prefix):]: n for n in names if n.startswith(prefix)}
+        if style.kind == "openmoji":  # named by the sequence, with or without FE0F
+            self.by_code = {_strip_fe0f(Path(f).stem): n for f, n in self.files.items() if f.endswith(".svg")}
+
+    def __call__(self, entry: dict, code: str, image: str, tone: str | None, label: str) -> str | None:
+        kind = self.style.kind
+        if kind == "datasource":
+            return self.files.get(image) if entry.get(self.style.has_key) else None
+        if kind == "openmoji":
+            return self.by_code.get(_strip_fe0f(code))
+        if tone is not None and "/" in tone:
+            return None  # Fluent draws one skin tone per emoji, not the mixed-tone couples
+        slug = _slug(label)
+        if tone is None:
+            return self.files.get(f"{slug}.svg") or self.files.get(f"{slug}-default.svg")
+        return self.files.get(f"{slug}-{tone}.svg")
 
 
 # ---------------------------------------------------------------------------------------
@@ -183,7 +240,7 @@ def tarball_name(package: str, version: str) -> str:
 def fetch(packages_dir: Path, styles: tuple[str, ...] = tuple(STYLES)) -> None:
     """``npm pack`` the packages of ``styles`` and the text into ``packages_dir`` (skipping those present)."""
     packages_dir.mkdir(parents=True, exist_ok=True)
-    wanted = [(STYLES[s].package, STYLES[s].version) for s in styles if s in STYLES] + [TEXT_PACKAGE]
+    wanted = [(STYLES[s].package, STYLES[s].version) for s in (CATALOGUE, *styles) if s in STYLES] + [TEXT_PACKAGE]
     for package, version in dict.fromkeys(wanted):
         if (packages_dir / tarball_name(package, version)).is_file():
             continue
@@ -206,40 +263,46 @@ def build(out: Path, packages_dir: Path, styles: tuple[str, ...] = tuple(STYLES)
     unknown = sorted(set(styles) - set(STYLES))
     if unknown:
         raise ValueError(f"unknown style(s) {unknown}; known: {sorted(STYLES)}")
-    missing = [tarball_name(p, v) for p, v in [*((STYLES[s].package, STYLES[s].version) for s in styles),
-                                                TEXT_PACKAGE] if not (packages_dir / tarball_name(p, v)).is_file()]
+    needed = [(STYLES[s].package, STYLES[s].version) for s in (CATALOGUE, *styles)] + [TEXT_PACKAGE]
+    missing = [tarball_name(p, v) for p, v in dict.fromkeys(needed)
+               if not (packages_dir / tarball_name(p, v)).is_file()]
     if missing:
         raise FileNotFoundError(f"{packages_dir}: missing {missing} (run without --packages to fetch them)")
     with tarfile.open(packages_dir / tarball_name(*TEXT_PACKAGE)) as tar:
         text = {_strip_fe0f(e["hexcode"]): e for e in _read_json(tar, "package/en/data.json")}
         text_licence = tar.extractfile("package/LICENSE").read()
 
+    with tarfile.open(packages_dir / tarball_name(STYLES[CATALOGUE].package, STYLES[CATALOGUE].version)) as tar:
+        # the concepts: every emoji of the catalogue but the components (skin-tone swatches, hair parts)
+        entries = [e for e in _read_json(tar, "package/emoji.json") if e["category"] != "Component"]
+
     records, images = [], []
     licences = {"emojibase-data.LICENSE": text_licence}
     for style_name in styles:
         style = STYLES[style_name]
         with tarfile.open(packages_dir / tarball_name(style.package, style.version)) as tar:
-            entries = _read_json(tar, "package/emoji.json")
-            licences[f"{style.package}.LICENSE"] = tar.extractfile("package/LICENSE").read()
             names = set(tar.getnames())
+            if style.licence_file not in names:
+                raise ValueError(f"{tar.name}: no {style.licence_file}; the images cannot ship without it")
+            licences[f"{style.package}.LICENSE"] = tar.extractfile(style.licence_file).read()
+            locate = _Locator(style, names)
             for entry in entries:
-                if not entry.get(style.has_key) or entry["category"] == "Component":
-                    continue  # not drawn in this set; skin-tone swatches and hair parts alone
                 base_text = text.get(_strip_fe0f(entry["unified"]), {})
+                label = base_text.get("label") or (entry["name"] or entry["short_name"]).lower()
                 for code, image, tone in _variants(entry):
-                    member = f"{style.image_dir}/{image}"
-                    if member not in names:
+                    member = locate(entry, code, image, tone, label)
+                    if member is None:
                         continue
+                    data = tar.extractfile(member).read()
                     gender, hair = _gender_hair(entry["name"] or "")
                     records.append({
                         "code": code, "concept": entry["unified"], "style": style_name, "skin_tone": tone,
-                        "gender": gender, "hair": hair,
-                        "label": base_text.get("label") or (entry["name"] or entry["short_name"]).lower(),
+                        "gender": gender, "hair": hair, "label": label,
                         "keywords": base_text.get("tags", []), "name": entry["name"],
                         "short_names": entry.get("short_names", []), "category": entry["category"],
                         "subcategory": entry.get("subcategory"),
                     })
-                    images.append(_composite(tar.extractfile(member).read()))
+                    images.append(_composite(_render_svg(data) if member.endswith(".svg") else data))
         if progress:
             print(f"{style_name}: {sum(r['style'] == style_name for r in records)} images", flush=True)
 
