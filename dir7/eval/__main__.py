@@ -10,6 +10,10 @@
     loss-by-timestep  a model's eps loss and Min-SNR weight at fixed timesteps
     examples          example prompts a model handles well, chosen from its reports
     rescore           a stored report judged again by the current rules (unknown blobs fail)
+    emoji             EmojiEval: a model's images for an emoji prompt file, judged by a classifier
+                      trained on the real emoji (concept top-1/top-5, style, skin tone, FD)
+    emoji-judge       train that classifier on a built emoji set (python -m dir7.data.emoji build)
+    emoji-prompts     write the seen-pair and held-out-pair prompt files from a built emoji set
 """
 
 from __future__ import annotations
@@ -69,7 +73,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts (quick checks)")
     p.add_argument("--oracle", action="store_true", help="score ground-truth renders instead of a model")
     p.add_argument("--out", required=True, help="report JSON path; the grid goes beside it (.png)")
+
+    e = sub.add_parser("emoji", help="EmojiEval: concept, style and skin tone by a trained judge, and FD")
+    e.add_argument("--checkpoint", default=None, help="model directory (default: the shipped model)")
+    e.add_argument("--prompts", default=None, help="JSONL with prompt, concept, style[, skin_tone] "
+                   "(default: the seen-pair prompts)")
+    e.add_argument("--judge", default=None, help="judge directory (default: checkpoints/emoji-judge)")
+    e.add_argument("--images-per-prompt", type=int, default=4)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--steps", type=int, default=None)
+    e.add_argument("--guidance", type=float, default=None)
+    e.add_argument("--guidance-interval", default=None, type=_interval, metavar="LO,HI")
+    e.add_argument("--sampler", default=None)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--device", default=None)
+    e.add_argument("--limit", type=int, default=None, help="only the first N prompts (quick checks)")
+    e.add_argument("--real", default=None, metavar="DATA",
+                   help="self-check: score the real images of a built set instead of a model")
+    e.add_argument("--out", required=True, help="report JSON path")
+
+    j = sub.add_parser("emoji-judge", help="train EmojiEval's judge on a built emoji set")
+    j.add_argument("--data", required=True, help="a set built by python -m dir7.data.emoji build")
+    j.add_argument("--out", default=None, help="judge directory (default: checkpoints/emoji-judge)")
+    j.add_argument("--epochs", type=int, default=10)
+    j.add_argument("--seed", type=int, default=0)
+
+    q = sub.add_parser("emoji-prompts", help="EmojiEval's prompt files from a built emoji set")
+    q.add_argument("--data", required=True)
+    q.add_argument("--seen", type=int, default=400, help="seen-pair prompts to sample")
+    q.add_argument("--out-dir", default=None, help="where the two files go (default: the package's)")
     return ap
+
+
+def emoji_main(args: argparse.Namespace, generate: Generate | None) -> dict:
+    from . import emoji
+
+    if args.benchmark == "emoji-judge":
+        return emoji.train_judge(args.data, args.out or emoji.JUDGE_DIR, epochs=args.epochs, seed=args.seed)
+    if args.benchmark == "emoji-prompts":
+        seen, held = emoji.make_prompts(args.data, seen=args.seen)
+        out_dir = Path(args.out_dir) if args.out_dir else emoji.PROMPTS_SEEN.parent
+        for path, rows in ((out_dir / emoji.PROMPTS_SEEN.name, seen), (out_dir / emoji.PROMPTS_HELDOUT.name, held)):
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            print(f"{len(rows)} prompts -> {path}")
+        return {"seen": len(seen), "heldout": len(held)}
+    if args.images_per_prompt < 1 or args.batch_size < 1:
+        raise SystemExit("--images-per-prompt and --batch-size must be >= 1")
+    try:
+        prompts = emoji.load_prompts(args.prompts)[: args.limit]
+        judge, info, real_stats = emoji.EmojiJudge.load(args.judge)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from e
+    extra: dict = {}
+    if generate is None:
+        if args.real:
+            generate, extra["model"] = emoji.real_generate(args.real), f"real images of {args.real} (self-check)"
+        else:
+            try:
+                generate, extra = pipeline_generate(args)
+            except (FileNotFoundError, ValueError) as e:
+                raise SystemExit(f"error: {e}") from e
+    t0 = time.perf_counter()
+    try:
+        report = emoji.evaluate(prompts, generate, judge, real_stats, images_per_prompt=args.images_per_prompt,
+                                seed=args.seed, batch_size=args.batch_size)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from e
+    report["settings"].update({
+        "benchmark": "emoji", "prompts": str(args.prompts or emoji.PROMPTS_SEEN), "checkpoint": args.checkpoint,
+        "judge": {k: info.get(k) for k in ("test_accuracy", "fd_real_vs_real", "command")},
+        "seconds": round(time.perf_counter() - t0, 2), **extra})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1, default=str))
+    print(json.dumps({k: report[k] for k in ("concept_top1", "concept_top5", "style_accuracy",
+                                             "skin_tone_accuracy", "fd")}))
+    return report
 
 
 def oracle_generate(prompts_by_text: dict[str, dict]) -> Generate:
@@ -110,6 +189,8 @@ def main(argv: list[str] | None = None, generate: Generate | None = None):
     args = build_parser().parse_args(argv)
     if args.benchmark in TOOLS:
         return TOOLS[args.benchmark].run(args)
+    if args.benchmark.startswith("emoji"):
+        return emoji_main(args, generate)
     if args.images_per_prompt < 1 or args.batch_size < 1:
         raise SystemExit("--images-per-prompt and --batch-size must be >= 1")
     try:
