@@ -72,6 +72,17 @@ def _at(rows, cols, h, K: tl.constexpr, stride):
 
 
 @triton.jit
+def _prepare_loads(k, w_raw, a_raw, k_k, k_a, rows, cols, h, K: tl.constexpr, m_col, mask, s_k, s_w, s_a):
+    """The tile's k, its per-channel k_k and k_a, sigmoid(w_raw) and eta = sigmoid(a_raw), float32."""
+    b_k = tl.load(k + _at(rows, cols, h, K, s_k), mask=mask, other=0.0).to(tl.float32)
+    b_kk_w = tl.load(k_k + h * K + cols, mask=m_col, other=0.0).to(tl.float32)
+    b_ka = tl.load(k_a + h * K + cols, mask=m_col, other=0.0).to(tl.float32)
+    sig_w = tl.sigmoid(tl.load(w_raw + _at(rows, cols, h, K, s_w), mask=mask, other=0.0).to(tl.float32))
+    eta = tl.sigmoid(tl.load(a_raw + _at(rows, cols, h, K, s_a), mask=mask, other=0.0).to(tl.float32))
+    return b_k, b_kk_w, b_ka, sig_w, eta
+
+
+@triton.jit
 def _prepare_fwd_kernel(
     k, w_raw, a_raw, v, v_first, v_mix_raw,   # [M, D] inputs (M = B * T), any float dtype
     k_k, k_a,                                  # [D]
@@ -84,11 +95,9 @@ def _prepare_fwd_kernel(
 ):
     pid_m, h = tl.program_id(0), tl.program_id(1)
     rows, cols, m_row, m_col, mask, off = _tile(pid_m, h, M, H, K, BLOCK_T, BK)
-    b_k = tl.load(k + _at(rows, cols, h, K, s_k), mask=mask, other=0.0).to(tl.float32)
-    b_kk_w = tl.load(k_k + h * K + cols, mask=m_col, other=0.0).to(tl.float32)
-    b_ka = tl.load(k_a + h * K + cols, mask=m_col, other=0.0).to(tl.float32)
-    w = w_scale * tl.sigmoid(tl.load(w_raw + _at(rows, cols, h, K, s_w), mask=mask, other=0.0).to(tl.float32))
-    eta = tl.sigmoid(tl.load(a_raw + _at(rows, cols, h, K, s_a), mask=mask, other=0.0).to(tl.float32))
+    b_k, b_kk_w, b_ka, sig_w, eta = _prepare_loads(k, w_raw, a_raw, k_k, k_a, rows, cols, h, K, m_col, mask,
+                                                   s_k, s_w, s_a)
+    w = w_scale * sig_w
     kk = b_k * b_kk_w[None, :]
     # F.normalize: x / max(||x||, eps); a NaN anywhere in the head makes the whole row NaN, as there
     # (tl.maximum drops a NaN unless told otherwise)
@@ -121,11 +130,8 @@ def _prepare_bwd_kernel(
 ):
     pid_m, h = tl.program_id(0), tl.program_id(1)
     rows, cols, m_row, m_col, mask, off = _tile(pid_m, h, M, H, K, BLOCK_T, BK)
-    b_k = tl.load(k + _at(rows, cols, h, K, s_k), mask=mask, other=0.0).to(tl.float32)
-    b_kk_w = tl.load(k_k + h * K + cols, mask=m_col, other=0.0).to(tl.float32)
-    b_ka = tl.load(k_a + h * K + cols, mask=m_col, other=0.0).to(tl.float32)
-    sig_w = tl.sigmoid(tl.load(w_raw + _at(rows, cols, h, K, s_w), mask=mask, other=0.0).to(tl.float32))
-    eta = tl.sigmoid(tl.load(a_raw + _at(rows, cols, h, K, s_a), mask=mask, other=0.0).to(tl.float32))
+    b_k, b_kk_w, b_ka, sig_w, eta = _prepare_loads(k, w_raw, a_raw, k_k, k_a, rows, cols, h, K, m_col, mask,
+                                                   s_k, s_w, s_a)
     kk0 = b_k * b_kk_w[None, :]
     norm = tl.sqrt(tl.sum(kk0 * kk0, axis=1))
     n = tl.maximum(norm, NORM_EPS, propagate_nan=tl.PropagateNan.ALL)
