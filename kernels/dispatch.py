@@ -22,6 +22,7 @@ Triton and Numba are imported on first use only, so ``import kernels`` needs nei
 from __future__ import annotations
 
 import functools
+import importlib
 
 import torch
 
@@ -34,24 +35,26 @@ from .time_mix import time_mix_prepare_reference, time_mix_readout_reference
 RECURRENT_MAX_T = 8
 
 
-@functools.lru_cache(maxsize=1)
+@functools.cache
+def _optional(module: str, *names: str) -> tuple | None:
+    """The named functions of a sibling module, or None where it cannot be imported (no Numba, no Triton)."""
+    try:
+        found = importlib.import_module(f".{module}", __package__)
+    except ImportError:
+        return None
+    return tuple(getattr(found, n) for n in names)
+
+
+# one accessor per kernel family (the tests replace them to see which path ran)
 def _cpu_kernel():
     """The Numba fused-recurrent forward, or None without Numba."""
-    try:
-        from .cpu_recurrent import wkv7_cpu_recurrent
-    except ImportError:
-        return None
-    return wkv7_cpu_recurrent
+    fns = _optional("cpu_recurrent", "wkv7_cpu_recurrent")
+    return fns and fns[0]
 
 
-@functools.lru_cache(maxsize=1)
 def _cpu_time_mix():
     """The Numba ``(prepare, readout)``, or None without Numba."""
-    try:
-        from .cpu_time_mix import time_mix_prepare_cpu, time_mix_readout_cpu
-    except ImportError:
-        return None
-    return time_mix_prepare_cpu, time_mix_readout_cpu
+    return _optional("cpu_time_mix", "time_mix_prepare_cpu", "time_mix_readout_cpu")
 
 
 def _compiled_cpu_inference(*tensors: torch.Tensor | None) -> bool:
@@ -61,15 +64,16 @@ def _compiled_cpu_inference(*tensors: torch.Tensor | None) -> bool:
             and not (torch.is_grad_enabled() and any(t.requires_grad for t in present)))
 
 
-@functools.lru_cache(maxsize=1)
 def _triton_kernels():
     """``(recurrent, chunk)`` Triton entry points, or None without Triton."""
-    try:
-        from .triton_chunk import wkv7_triton_chunk
-        from .triton_recurrent import wkv7_triton_recurrent
-    except ImportError:
-        return None
-    return wkv7_triton_recurrent, wkv7_triton_chunk
+    recurrent = _optional("triton_recurrent", "wkv7_triton_recurrent")
+    chunk = _optional("triton_chunk", "wkv7_triton_chunk")
+    return (recurrent[0], chunk[0]) if recurrent and chunk else None
+
+
+def _triton_time_mix():
+    """The Triton ``(prepare, readout)``, or None without Triton."""
+    return _optional("triton_time_mix", "time_mix_prepare_triton", "time_mix_readout_triton")
 
 
 def wkv7(
@@ -106,45 +110,26 @@ def wkv7(
     return wkv7_chunked(r, w, k, v, a, b, scale, initial_state, output_final_state)
 
 
-@functools.lru_cache(maxsize=1)
-def _triton_time_mix():
-    """The Triton ``(prepare, readout)``, or None without Triton."""
-    try:
-        from .triton_time_mix import time_mix_prepare_triton, time_mix_readout_triton
-    except ImportError:
-        return None
-    return time_mix_prepare_triton, time_mix_readout_triton
-
-
-def _fused_cuda(*tensors: torch.Tensor | None):
-    """The Triton ``(prepare, readout)`` where they apply (CUDA tensors, no float64), else None."""
+def _time_mix_fns(*tensors: torch.Tensor | None) -> tuple | None:
+    """The compiled ``(prepare, readout)`` for these tensors, or None for the references: the fused
+    Triton kernels for CUDA tensors (training or not, no float64), Numba for CPU inference."""
     present = [t for t in tensors if t is not None]
     if all(t.is_cuda for t in present) and not any(t.dtype == torch.float64 for t in present):
         return _triton_time_mix()
+    if _compiled_cpu_inference(*present):
+        return _cpu_time_mix()
     return None
 
 
 def time_mix_prepare(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a, keep, n_heads, w_scale, dtype):
     """The projections' outputs -> the recurrence's inputs ``(w, k, v, a, b)``; see kernels/time_mix.py."""
     args = (k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a, keep, n_heads, w_scale, dtype)
-    fused = _fused_cuda(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a)
-    if fused is not None:
-        return fused[0](*args)
-    if _compiled_cpu_inference(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a):
-        fns = _cpu_time_mix()
-        if fns is not None:
-            return fns[0](*args)
-    return time_mix_prepare_reference(*args)
+    fns = _time_mix_fns(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a)
+    return (fns[0] if fns else time_mix_prepare_reference)(*args)
 
 
 def time_mix_readout(o, r, k, v, g, ln_weight, ln_bias, r_k, eps):
     """The recurrence's output -> what the output projection reads; see kernels/time_mix.py."""
     args = (o, r, k, v, g, ln_weight, ln_bias, r_k, eps)
-    fused = _fused_cuda(o, r, k, v, g, ln_weight, ln_bias, r_k)
-    if fused is not None:
-        return fused[1](*args)
-    if _compiled_cpu_inference(o, r, k, v, g, ln_weight, ln_bias, r_k):
-        fns = _cpu_time_mix()
-        if fns is not None:
-            return fns[1](*args)
-    return time_mix_readout_reference(*args)
+    fns = _time_mix_fns(o, r, k, v, g, ln_weight, ln_bias, r_k)
+    return (fns[1] if fns else time_mix_readout_reference)(*args)

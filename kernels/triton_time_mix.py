@@ -83,6 +83,18 @@ def _prepare_loads(k, w_raw, a_raw, k_k, k_a, rows, cols, h, K: tl.constexpr, m_
 
 
 @triton.jit
+def _removal_key(b_k, b_kk_w):
+    """kk = normalize(k * k_k) per row (head), with the row's norm and the divisor max(norm, eps).
+
+    F.normalize's rule: x / max(||x||, eps). A NaN anywhere in the head makes the whole row NaN, as
+    there (tl.maximum drops a NaN unless told otherwise)."""
+    kk0 = b_k * b_kk_w[None, :]
+    norm = tl.sqrt(tl.sum(kk0 * kk0, axis=1))
+    n = tl.maximum(norm, NORM_EPS, propagate_nan=tl.PropagateNan.ALL)
+    return kk0 / n[:, None], norm, n
+
+
+@triton.jit
 def _prepare_fwd_kernel(
     k, w_raw, a_raw, v, v_first, v_mix_raw,   # [M, D] inputs (M = B * T), any float dtype
     k_k, k_a,                                  # [D]
@@ -98,10 +110,7 @@ def _prepare_fwd_kernel(
     b_k, b_kk_w, b_ka, sig_w, eta = _prepare_loads(k, w_raw, a_raw, k_k, k_a, rows, cols, h, K, m_col, mask,
                                                    s_k, s_w, s_a)
     w = w_scale * sig_w
-    kk = b_k * b_kk_w[None, :]
-    # F.normalize: x / max(||x||, eps); a NaN anywhere in the head makes the whole row NaN, as there
-    # (tl.maximum drops a NaN unless told otherwise)
-    kk = kk / tl.maximum(tl.sqrt(tl.sum(kk * kk, axis=1)), NORM_EPS, propagate_nan=tl.PropagateNan.ALL)[:, None]
+    kk, _, _ = _removal_key(b_k, b_kk_w)
     k_new = b_k * (1.0 + (eta - 1.0) * b_ka[None, :])
     if HAS_KEEP:
         m = tl.load(keep + rows, mask=m_row, other=0).to(tl.float32)[:, None]
@@ -132,10 +141,7 @@ def _prepare_bwd_kernel(
     rows, cols, m_row, m_col, mask, off = _tile(pid_m, h, M, H, K, BLOCK_T, BK)
     b_k, b_kk_w, b_ka, sig_w, eta = _prepare_loads(k, w_raw, a_raw, k_k, k_a, rows, cols, h, K, m_col, mask,
                                                    s_k, s_w, s_a)
-    kk0 = b_k * b_kk_w[None, :]
-    norm = tl.sqrt(tl.sum(kk0 * kk0, axis=1))
-    n = tl.maximum(norm, NORM_EPS, propagate_nan=tl.PropagateNan.ALL)
-    kk = kk0 / n[:, None]
+    kk, norm, n = _removal_key(b_k, b_kk_w)
     if HAS_KEEP:
         m = tl.load(keep + rows, mask=m_row, other=0).to(tl.float32)[:, None]
     else:

@@ -360,6 +360,22 @@ def load_records(root: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+class Shards:
+    """A built set's images by record: each shard is read once, on first use (once per worker)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self._loaded: dict[int, np.ndarray] = {}
+
+    def __getitem__(self, record: dict) -> np.ndarray:
+        """The image of ``record`` (a records.jsonl line): uint8 [64, 64, 3]."""
+        shard = record["shard"]
+        if shard not in self._loaded:
+            with np.load(self.root / f"shard_{shard:03d}.npz") as z:
+                self._loaded[shard] = z["images"]
+        return self._loaded[shard][record["row"]]
+
+
 class EmojiDataset(Dataset):
     """``(image [3, S, S] in [-1, 1], caption)`` for every (image, training template) of a split.
 
@@ -377,17 +393,13 @@ class EmojiDataset(Dataset):
         if not self.records:
             raise ValueError(f"{root}: no {split!r} images")
         self.templates = TRAIN_TEMPLATES
-        self._shards: dict[int, np.ndarray] = {}
+        self.shards = Shards(root)
 
     def __len__(self) -> int:
         return len(self.records) * len(self.templates)
 
     def image(self, index: int) -> np.ndarray:
-        r = self.records[index]
-        if r["shard"] not in self._shards:  # loaded lazily, once per worker
-            with np.load(self.root / f"shard_{r['shard']:03d}.npz") as z:
-                self._shards[r["shard"]] = z["images"]
-        return self._shards[r["shard"]][r["row"]]
+        return self.shards[self.records[index]]
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         image_index, t = divmod(int(i), len(self.templates))

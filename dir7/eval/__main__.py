@@ -48,17 +48,9 @@ TOOLS = {"failures": failures, "guidance-sweep": guidance_sweep, "loss-by-timest
          "examples": examples, "rescore": rescore}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m dir7.eval", description="DIR-7 benchmarks and analysis tools",
-                                 epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="benchmark", required=True)
-    for name, module in TOOLS.items():
-        module.add_arguments(sub.add_parser(name, help=module.__doc__.splitlines()[0],
-                                            description=module.__doc__,
-                                            formatter_class=argparse.RawDescriptionHelpFormatter))
-    p = sub.add_parser("shapes", help="ShapesEval: GenEval's six tasks, decided exactly from the pixels")
+def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of a benchmark that samples a model: which model, how many images, how sampled."""
     p.add_argument("--checkpoint", default=None, help="model directory (default: the shipped model)")
-    p.add_argument("--prompts", default=None, help=f"GenEval-style JSONL (default: {PROMPTS_PATH.name})")
     p.add_argument("--images-per-prompt", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
@@ -68,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=None, help="ddim | ddpm | dpm++ (default: the model's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m dir7.eval", description="DIR-7 benchmarks and analysis tools",
+                                 epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="benchmark", required=True)
+    for name, module in TOOLS.items():
+        module.add_arguments(sub.add_parser(name, help=module.__doc__.splitlines()[0],
+                                            description=module.__doc__,
+                                            formatter_class=argparse.RawDescriptionHelpFormatter))
+    p = sub.add_parser("shapes", help="ShapesEval: GenEval's six tasks, decided exactly from the pixels")
+    add_sampling_arguments(p)
+    p.add_argument("--prompts", default=None, help=f"GenEval-style JSONL (default: {PROMPTS_PATH.name})")
     p.add_argument("--split", choices=("all", "in_distribution", "heldout"), default="all",
                    help="evaluate only these prompts")
     p.add_argument("--limit", type=int, default=None, help="only the first N prompts (quick checks)")
@@ -75,18 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="report JSON path; the grid goes beside it (.png)")
 
     e = sub.add_parser("emoji", help="EmojiEval: concept, style and skin tone by a trained judge, and FD")
-    e.add_argument("--checkpoint", default=None, help="model directory (default: the shipped model)")
+    add_sampling_arguments(e)
     e.add_argument("--prompts", default=None, help="JSONL with prompt, concept, style[, skin_tone] "
                    "(default: the seen-pair prompts)")
     e.add_argument("--judge", default=None, help="judge directory (default: checkpoints/emoji-judge)")
-    e.add_argument("--images-per-prompt", type=int, default=4)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--steps", type=int, default=None)
-    e.add_argument("--guidance", type=float, default=None)
-    e.add_argument("--guidance-interval", default=None, type=_interval, metavar="LO,HI")
-    e.add_argument("--sampler", default=None)
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--device", default=None)
     e.add_argument("--limit", type=int, default=None, help="only the first N prompts (quick checks)")
     e.add_argument("--real", default=None, metavar="DATA",
                    help="self-check: score the real images of a built set instead of a model")

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..checkpoint import load_state_dict, save_state_dict
-from ..data.emoji import STYLES, caption, load_records
+from ..data.emoji import STYLES, Shards, caption, load_records
 
 JUDGE_DIR = Path(__file__).resolve().parent.parent.parent / "checkpoints" / "emoji-judge"
 PROMPTS_SEEN = Path(__file__).with_name("emoji_prompts_seen.jsonl")
@@ -115,7 +115,8 @@ class _Features(nn.Module):
 
 
 def fid_metric(judge: EmojiJudge, real_stats: dict[str, torch.Tensor] | None = None):
-    """torchmetrics' FID with the judge's features; ``real_stats`` (stored sums) stand for the real images."""
+    """torchmetrics' FID with the judge's features; ``real_stats`` (stored sums, from
+    ``feature_stats``) stand for the real images."""
     try:
         from torchmetrics.image.fid import FrechetInceptionDistance
     except ImportError as e:
@@ -134,14 +135,8 @@ def fid_metric(judge: EmojiJudge, real_stats: dict[str, torch.Tensor] | None = N
 
 
 def _real_images(root: Path, records: list[dict]) -> np.ndarray:
-    shards: dict[int, np.ndarray] = {}
-    out = np.empty((len(records), 64, 64, 3), np.uint8)
-    for i, r in enumerate(records):
-        if r["shard"] not in shards:
-            with np.load(root / f"shard_{r['shard']:03d}.npz") as z:
-                shards[r["shard"]] = z["images"]
-        out[i] = shards[r["shard"]][r["row"]]
-    return out
+    shards = Shards(root)
+    return np.stack([shards[r] for r in records])
 
 
 def _to_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -208,11 +203,15 @@ def train_judge(data: str | Path, out: str | Path, epochs: int = 10, batch_size:
         log(f"epoch {epoch + 1}/{epochs}: loss {total / len(order):.3f} ({time.perf_counter() - t0:.0f} s)")
     judge.eval()
     accuracy = score_real(judge, images[test_idx.numpy()], labels[test_idx])
-    # the real images' feature statistics, for FD; and the floor: the kept-out reals against the rest
-    stats = feature_stats(judge, images)
-    floor = fid_metric(judge, feature_stats(judge, images[train_idx.numpy()]))
+    # the floor, the kept-out reals against the rest, and the statistics of all real images for FD:
+    # the states are sums, so each image's features are computed once
+    train_stats = feature_stats(judge, images[train_idx.numpy()])
+    floor = fid_metric(judge, train_stats)
     for start in range(0, len(test_idx), 256):
         floor.update(_to_input(images[test_idx[start:start + 256].numpy()]).add(1).div(2), real=False)
+    stats = {"sum": train_stats["sum"] + floor.fake_features_sum,
+             "cov_sum": train_stats["cov_sum"] + floor.fake_features_cov_sum,
+             "n": train_stats["n"] + torch.as_tensor(floor.fake_features_num_samples)}
     info = {"trained_on": str(root), "images": len(records), "test_images": len(test_idx), "epochs": epochs,
             "seconds": round(time.perf_counter() - t0, 1), "test_accuracy": accuracy,
             "fd_real_vs_real": float(floor.compute()),
@@ -332,21 +331,13 @@ def evaluate(prompts: list[dict], generate: Generate, judge: EmojiJudge, real_st
 
 def real_generate(data: str | Path) -> Generate:
     """A "perfect model" for the self-check: the real image of each prompt's (concept, style, tone)."""
-    root = Path(data)
-    records = load_records(root)
+    records = load_records(data)
+    shards = Shards(data)
     by_prompt = {}
     for r in records:
         by_prompt.setdefault(caption(r, EVAL_TEMPLATE), r)
-    cache: dict[int, np.ndarray] = {}
 
     def generate(texts: list[str], seed: int) -> list[Image.Image]:
-        out = []
-        for t in texts:
-            r = by_prompt[t]
-            if r["shard"] not in cache:
-                with np.load(root / f"shard_{r['shard']:03d}.npz") as z:
-                    cache[r["shard"]] = z["images"]
-            out.append(Image.fromarray(cache[r["shard"]][r["row"]]))
-        return out
+        return [Image.fromarray(shards[by_prompt[t]]) for t in texts]
 
     return generate

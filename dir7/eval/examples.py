@@ -14,11 +14,10 @@ and the Hub read them.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
-from .shapes import TASKS
+from .shapes import TASKS, read_report_images
 
 
 def rank_prompts(records: list[dict]) -> dict[str, list[tuple[float, int, str]]]:
@@ -50,12 +49,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> list[str]:
-    records = []
-    for path in args.reports:
-        try:
-            records += json.loads(Path(path).read_text())["images"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise SystemExit(f"error: {path}: not a ShapesEval report ({e})") from None
+    records = read_report_images(args.reports)
     ranked = rank_prompts(records)
     chosen = choose(ranked, args.per_task, args.min_pass)
     for task in TASKS:

@@ -16,7 +16,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from .shapes import FAILURE_KINDS, TASKS, failure_kind
+from .shapes import FAILURE_KINDS, TASKS, failure_kind, read_report_images
 
 KINDS = tuple(kind for kind, _ in FAILURE_KINDS)
 
@@ -52,12 +52,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    records = []
-    for path in args.reports:
-        try:
-            records += json.loads(Path(path).read_text())["images"]
-        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-            raise SystemExit(f"error: {path}: not a ShapesEval report ({e})") from None
+    records = read_report_images(args.reports)
     summary = summarize(records)
 
     cols = ("images", "failed", *KINDS, "one_shape_twice")

@@ -662,6 +662,18 @@ def rescore(report: dict) -> dict:
     return {**report, **report_scores(records), "images": records, "scores_before_rescoring": before}
 
 
+def read_report_images(paths: Iterable[str | os.PathLike]) -> list[dict]:
+    """The per-image records of one or more ShapesEval reports, in order (for the command-line
+    tools: a file that is not a report exits with an error naming it)."""
+    records: list[dict] = []
+    for path in paths:
+        try:
+            records += json.loads(Path(path).read_text())["images"]
+        except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+            raise SystemExit(f"error: {path}: not a ShapesEval report ({e})") from None
+    return records
+
+
 def format_report(report: dict) -> str:
     """A small text table of a report's scores."""
     lines = [f"{'task':<16}{'all':>8}{'in-dist':>10}{'held-out':>10}"]
