@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .attention import CrossAttention
+from .ops import adaln_modulate
 from .rwkv7 import CROSS_MODES, ChannelMix, CrossWKV, TimeMix
 
 SCAN_ORDERS = ("row", "row_reverse", "col", "col_reverse")
@@ -184,11 +185,10 @@ class TimestepEmbedder(nn.Module):
         return self.mlp(timestep_embedding(t, self.freq_dim))
 
 
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """adaLN: ``x [B, T, D] * (1 + scale) + shift``, scale and shift ``[B, D]``, in their dtype
-    (under autocast x comes from a float32 LayerNorm, shift and scale from a bf16 product: the
-    layers after this run in bf16, see rwkv7.compute_dtype)."""
-    return torch.addcmul(shift[:, None], x.to(shift.dtype), 1 + scale[:, None])
+# adaLN: LayerNorm(x) (no affine, this eps, in float32) * (1 + scale) + shift, out in the
+# modulation's dtype (under autocast the layers after it run in bf16, see rwkv7.compute_dtype).
+# dir7.ops.adaln_modulate runs it as one Triton pass each way on CUDA (kernels/triton_adaln.py).
+NORM_EPS = 1e-6
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,7 +203,6 @@ class DIR7Block(nn.Module):
         super().__init__()
         D = cfg.dim
         self.skip_proj = nn.Linear(2 * D, D) if long_skip else None
-        self.norms = nn.ModuleList(nn.LayerNorm(D, elementwise_affine=False, eps=1e-6) for _ in range(3))
         self.time_mix = TimeMix(cfg, layer_id, cfg.depth)
         self.cross = (CrossAttention if cfg.cross_mode == "attention" else CrossWKV)(cfg, layer_id, cfg.depth)
         self.channel_mix = ChannelMix(cfg, layer_id, cfg.depth)
@@ -220,13 +219,13 @@ class DIR7Block(nn.Module):
         shift1, scale1, gate1, shift2, scale2, gate2, shift3, scale3, gate3 = mods
 
         # each sub-layer's output enters the residual stream through its adaLN-Zero gate
-        h, v_first_self, _ = self.time_mix(modulate(self.norms[0](x), shift1, scale1), v_first_self)
+        h, v_first_self, _ = self.time_mix(adaln_modulate(x, shift1, scale1, NORM_EPS), v_first_self)
         x = torch.addcmul(x, gate1[:, None], h)
         h, v_first_cross, state = self.cross(
-            modulate(self.norms[1](x), shift2, scale2), text, text_mask, v_first_cross, output_final_state=output_state
+            adaln_modulate(x, shift2, scale2, NORM_EPS), text, text_mask, v_first_cross, output_final_state=output_state
         )
         x = torch.addcmul(x, gate2[:, None], h)
-        x = torch.addcmul(x, gate3[:, None], self.channel_mix(modulate(self.norms[2](x), shift3, scale3)))
+        x = torch.addcmul(x, gate3[:, None], self.channel_mix(adaln_modulate(x, shift3, scale3, NORM_EPS)))
         return x, v_first_self, v_first_cross, state
 
 
@@ -256,7 +255,6 @@ class DIR7Model(nn.Module):
             DIR7Block(cfg, i, long_skip=i >= cfg.depth - self.n_skip) for i in range(cfg.depth)
         )
 
-        self.final_norm = nn.LayerNorm(D, elementwise_affine=False, eps=1e-6)
         self.final_ada = nn.Sequential(nn.SiLU(), nn.Linear(D, 2 * D))
         self.unpatch = nn.Linear(D, p * p * C)
         self.decoder = nn.Sequential(nn.SiLU(), nn.Conv2d(C, cfg.in_channels, 3, padding=1))
@@ -379,7 +377,7 @@ class DIR7Model(nn.Module):
         tok = self._move(tok, order, n_orders)                        # back to raster order
 
         shift, scale = self.final_ada(c).chunk(2, dim=-1)
-        tok = self.unpatch(modulate(self.final_norm(tok), shift, scale))  # [B, T, p*p*C]
+        tok = self.unpatch(adaln_modulate(tok, shift, scale, NORM_EPS))  # [B, T, p*p*C]
         p, g = cfg.patch_size, self.grid
         h = tok.view(B, g, g, p, p, -1).permute(0, 5, 1, 3, 2, 4).reshape(B, -1, S, S)  # unpatchify
         eps = self.decoder(h + h0)                                    # pixel-level skip from the stem

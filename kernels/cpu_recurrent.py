@@ -61,6 +61,9 @@ def _recurrent_fwd(r, d, k, v, a, b, scale, S0, o, ST):  # pragma: no cover - co
         ST[bi, h] = S
 
 
+# torch.compile cannot trace into Numba (it fails inside Numba's parfor lowering): a compiled
+# model breaks its graph here and runs this call as it is
+@torch.compiler.disable
 def wkv7_cpu_recurrent(
     r: torch.Tensor,
     w: torch.Tensor,

@@ -89,6 +89,8 @@ def _threads() -> None:
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
 
 
+# torch.compile cannot trace into Numba: a compiled model breaks its graph at these two calls
+@torch.compiler.disable
 def time_mix_prepare_cpu(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a, keep, n_heads, w_scale, dtype):
     """Same contract as :func:`kernels.time_mix.time_mix_prepare_reference` (CPU tensors)."""
     B, T, D = k.shape
@@ -105,6 +107,7 @@ def time_mix_prepare_cpu(k, w_raw, a_raw, v, v_first, v_mix_raw, k_k, k_a, keep,
     return tuple(torch.from_numpy(x).to(dtype) for x in outs)
 
 
+@torch.compiler.disable
 def time_mix_readout_cpu(o, r, k, v, g, ln_weight, ln_bias, r_k, eps):
     """Same contract as :func:`kernels.time_mix.time_mix_readout_reference` (CPU tensors)."""
     B, T, H, K = o.shape

@@ -1,5 +1,6 @@
-"""The entry points the model uses: ``wkv7`` (the recurrence) and the time-mix layer's
-element-wise work around it, ``time_mix_prepare`` and ``time_mix_readout``.
+"""The entry points the model uses: ``wkv7`` (the recurrence), the time-mix layer's
+element-wise work around it, ``time_mix_prepare`` and ``time_mix_readout``, and the blocks'
+adaLN normalise-and-modulate, ``adaln_modulate``.
 
 CPU tensors: inference (no gradient needed, float32 or half inputs) runs the Numba-compiled
 fused-recurrent loop when Numba is importable; training, float64 and machines without Numba run
@@ -14,7 +15,8 @@ The threshold and the kernels' launch defaults come from ``python -m benchmarks.
 ``time_mix_prepare`` / ``time_mix_readout``: CUDA tensors (training or not) run the fused Triton
 kernels (kernels/triton_time_mix.py: one pass forward, one backward); CPU inference runs their
 Numba versions (one pass each); the rest (CPU training, float64) runs the plain-PyTorch
-references (kernels/time_mix.py).
+references (kernels/time_mix.py). ``adaln_modulate``: one Triton pass each way for CUDA tensors
+(kernels/triton_adaln.py), the PyTorch reference (kernels/adaln.py) elsewhere.
 
 Triton and Numba are imported on first use only, so ``import kernels`` needs neither.
 """
@@ -26,6 +28,7 @@ import importlib
 
 import torch
 
+from .adaln import adaln_modulate_reference
 from .chunked import wkv7_chunked
 from .time_mix import time_mix_prepare_reference, time_mix_readout_reference
 
@@ -74,6 +77,12 @@ def _triton_kernels():
 def _triton_time_mix():
     """The Triton ``(prepare, readout)``, or None without Triton."""
     return _optional("triton_time_mix", "time_mix_prepare_triton", "time_mix_readout_triton")
+
+
+def _triton_adaln():
+    """The Triton adaLN normalise-and-modulate, or None without Triton."""
+    fns = _optional("triton_adaln", "adaln_modulate_triton")
+    return fns and fns[0]
 
 
 def wkv7(
@@ -133,3 +142,14 @@ def time_mix_readout(o, r, k, v, g, ln_weight, ln_bias, r_k, eps):
     args = (o, r, k, v, g, ln_weight, ln_bias, r_k, eps)
     fns = _time_mix_fns(o, r, k, v, g, ln_weight, ln_bias, r_k)
     return (fns[1] if fns else time_mix_readout_reference)(*args)
+
+
+def adaln_modulate(x, shift, scale, eps):
+    """``LayerNorm(x) * (1 + scale) + shift`` in ``shift``'s dtype; see kernels/adaln.py. One
+    Triton pass for CUDA tensors (no float64), the PyTorch reference elsewhere (the CPU's
+    LayerNorm and addcmul are already one pass each there)."""
+    if x.is_cuda and shift.is_cuda and x.dtype != torch.float64:
+        fn = _triton_adaln()
+        if fn is not None:
+            return fn(x, shift, scale, eps)
+    return adaln_modulate_reference(x, shift, scale, eps)

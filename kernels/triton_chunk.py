@@ -1,4 +1,4 @@
-"""Chunked WKV-7 in Triton: one fused forward kernel, one fused backward kernel.
+"""Chunked WKV-7 in Triton: one fused forward kernel, a two-kernel backward.
 
 Same maths as :mod:`kernels.chunked` (read its docstring for the WY-form derivation); per
 chunk of C steps, one head, incoming state S_0 ([K, V]), chunk-local cumulative log-decay
@@ -21,10 +21,21 @@ the next in registers (see _chunk_fwd_kernel). Variants that measured slower (th
 forward, a two-pass and a look-ahead forward, register caps) are described, with their
 numbers and the commit that last held them, in docs/performance.md.
 
-Backward: one program per (batch, head) walks the chunks in reverse with dS (the gradient
-w.r.t. the state leaving the chunk) in registers, recomputes the chunk's matrices, and emits
-every gradient of the chunk directly: again ONE launch. It needs the whole V per program
-(the gradients of r, w, k, a, b sum over V), so its parallelism is B * H programs.
+Backward: two implementations, chosen by sequence length (``SPLIT_BWD_MIN_T``, measured).
+ - split, two launches:
+   1. ``_chunk_bwd_scan_kernel``: a program per (batch, head, V-tile) carries only dS (the
+      gradient of the state leaving a chunk) backwards through the chunks and writes it for
+      each chunk (``dhs``, ``[B, H, NT, K, V]`` float32, like ``hs``) and dh0. The recurrence
+      acts on each V column separately, so V splits as in the forward; dS is held transposed
+      like the forward's state.
+   2. ``_chunk_bwd_chunk_kernel``: a program per (chunk, batch, head), no serial loop: from hs
+      (the forward's chunk-entry states, reused) and dhs it recomputes the chunk's matrices and
+      writes every gradient; it walks V in tiles, summing over V in registers (which is what
+      made it faster: fewer live tiles, 48 instead of 236 bytes of register spills).
+ - fused, one launch (``_chunk_bwd_kernel``): a program per (batch, head) walks the chunks in
+   reverse doing all of each chunk's work; no ``dhs`` round trip through memory, B * H programs.
+On an H200 (B=16, H=16, K=V=64, bf16), forward + backward: fused 0.708 / 2.073 / 8.205 ms,
+split 0.797 / 1.622 / 6.371 ms at T = 256 / 1024 / 4096 (docs/wkv7-kernel-notes.md, session 6).
 
 Numerical traps (also in kernels/chunked.py):
 - pairwise decays exp(cw_t - cw_s) are factorised around the chunk's middle,
@@ -50,7 +61,16 @@ DEFAULT_CHUNK = 16        # chunk length of the inference forward
 DEFAULT_FWD_BV = 32       # V columns per forward program (V may be split for parallelism)
 DEFAULT_FWD_WARPS = 2
 TRAIN_CHUNK = 16          # chunk length of forward + backward (both must use the same)
-DEFAULT_BWD_WARPS = 8
+DEFAULT_BWD_WARPS = 8     # the fused backward
+DEFAULT_BWD_SCAN_BV = 32  # split backward: V columns per dS-scan program
+DEFAULT_BWD_SCAN_WARPS = 2
+DEFAULT_BWD_SCAN_PRECISION = None   # None: as the forward (fwd_precision)
+DEFAULT_BWD_CHUNK_WARPS = 4         # split backward: the per-chunk gradient kernel
+DEFAULT_BWD_CHUNK_BV = 32           # its V columns per pass (it loops over V)
+DEFAULT_BWD_STATE_PRECISION = None  # its products with a V side; None: as ``precision``
+# Sequences at least this long take the split backward, shorter ones the fused one: measured
+# (module docstring) fused faster at T=256, split at 1024 and 4096; between, untimed.
+SPLIT_BWD_MIN_T = 1024
 
 
 # =====================================================================================
@@ -180,8 +200,126 @@ def _chunk_fwd_kernel(
 
 
 # =====================================================================================
-# Backward kernel
+# Backward kernels
 # =====================================================================================
+
+
+@triton.jit
+def _chunk_bwd_step(
+    r, w, k, v, a, b, do,      # inputs and dO, [B, T, H, X]
+    dr, dw, dk, dv, da, db,    # outputs, written for this chunk
+    S0, dS,                    # [BK, BV] float32: state entering the chunk, gradient of the one leaving
+    scale, t0, T, base_k, base_v,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    PRECISION: tl.constexpr,   # the pair products, the inverse and their gradients
+    SPREC: tl.constexpr,       # the products with a V side (S0, dS, v, u, dO and their chain)
+):
+    """Every gradient of one chunk (written), given the state entering it and the gradient of
+    the state leaving it (the whole V). Returns dS0, the gradient of the entering state (the
+    split backward ignores it, so the compiler drops its products there)."""
+    o_c = tl.arange(0, C)
+    o_k = tl.arange(0, BK)
+    o_v = tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    strict = o_c[:, None] > o_c[None, :]
+    causal = o_c[:, None] >= o_c[None, :]
+    rows = t0 + o_c
+    m_rows_k = (rows < T)[:, None] & m_k[None, :]
+    m_rows_v = (rows < T)[:, None] & m_v[None, :]
+    b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_k = _load_chunk(k, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_v = _load_chunk(v, base_v, t0, T, o_c, o_v, m_v, H * V)
+    # cast back: torch.compile hands a Python float over as a float64 scalar, which would
+    # promote dO and break the float32 tl.dot calls below
+    dO = (scale * _load_chunk(do, base_v, t0, T, o_c, o_v, m_v, H * V)).to(tl.float32)
+
+    # ---- recompute the forward quantities of this chunk
+    cw, cw_prev, mid, cw_end = _chunk_decays(b_w, o_c, C)
+    e_rm = tl.exp(cw - mid[None, :])
+    e_am = tl.exp(cw_prev - mid[None, :])
+    e_bm = tl.exp(mid[None, :] - cw)
+    r_m = b_r * e_rm
+    a_m = b_a * e_am
+    b_m = b_b * e_bm
+    k_m = b_k * e_bm
+    L_ab = tl.where(strict, mm(a_m, tl.trans(b_m), PRECISION), 0.0)
+    L_ak = tl.where(strict, mm(a_m, tl.trans(k_m), PRECISION), 0.0)
+    Q_rb = tl.where(causal, mm(r_m, tl.trans(b_m), PRECISION), 0.0)
+    Q_rk = tl.where(causal, mm(r_m, tl.trans(k_m), PRECISION), 0.0)
+    T_inv = unit_lower_inverse(L_ab, C, PRECISION)
+    e_cw = tl.exp(cw)
+    e_cwp = tl.exp(cw_prev)
+    to_end = tl.exp(cw_end[None, :] - cw)
+    dec_end = tl.exp(cw_end)
+    a_dec = b_a * e_cwp
+    r_dec = b_r * e_cw
+    b_end = b_b * to_end
+    k_end = b_k * to_end
+    rhs = mm(a_dec, S0, SPREC) + mm(L_ak, b_v, SPREC)
+    u = mm(T_inv, rhs, SPREC)                       # [C, V]
+
+    # ---- S_C = dec_end * S_0 + B_end^T u + K_end^T v
+    du = mm(b_end, dS, SPREC)                          # [C, V]
+    b_dv = mm(k_end, dS, SPREC)                        # [C, V]
+    d_b_end = mm(u, tl.trans(dS), SPREC)               # [C, K]
+    d_k_end = mm(b_v, tl.trans(dS), SPREC)             # [C, K]
+    d_dec_end = tl.sum(S0 * dS, 1)                                             # [K]
+    dS0 = dec_end[:, None] * dS
+    # ---- o = scale * (R_dec S_0 + Q_rb u + Q_rk v)   (scale is folded into dO)
+    dS0 += mm(tl.trans(r_dec), dO, SPREC)
+    d_r_dec = mm(dO, tl.trans(S0), SPREC)              # [C, K]
+    dQ_rb = tl.where(causal, mm(dO, tl.trans(u), SPREC), 0.0)
+    dQ_rk = tl.where(causal, mm(dO, tl.trans(b_v), SPREC), 0.0)
+    du += mm(tl.trans(Q_rb), dO, SPREC)
+    b_dv += mm(tl.trans(Q_rk), dO, SPREC)
+    # ---- u = (I - L_ab)^{-1} rhs:  d rhs = (I - L_ab)^{-T} du,  d L_ab = d rhs u^T
+    drhs = mm(tl.trans(T_inv), du, SPREC)
+    dL_ab = tl.where(strict, mm(drhs, tl.trans(u), SPREC), 0.0)
+    # ---- rhs = A_dec S_0 + L_ak v
+    dS0 += mm(tl.trans(a_dec), drhs, SPREC)
+    d_a_dec = mm(drhs, tl.trans(S0), SPREC)           # [C, K]
+    dL_ak = tl.where(strict, mm(drhs, tl.trans(b_v), SPREC), 0.0)
+    b_dv += mm(tl.trans(L_ak), drhs, SPREC)
+    tl.store(dv + base_v + rows[:, None] * H * V + o_v[None, :], b_dv.to(dv.dtype.element_ty),
+             mask=m_rows_v)
+
+    # ---- through the mid-factorised pair products (Q = r_m b_m^T etc.)
+    d_r_m = mm(dQ_rb, b_m, PRECISION) + mm(dQ_rk, k_m, PRECISION)
+    d_a_m = mm(dL_ab, b_m, PRECISION) + mm(dL_ak, k_m, PRECISION)
+    d_b_m = mm(tl.trans(dQ_rb), r_m, PRECISION)
+    d_b_m += mm(tl.trans(dL_ab), a_m, PRECISION)
+    d_k_m = mm(tl.trans(dQ_rk), r_m, PRECISION)
+    d_k_m += mm(tl.trans(dL_ak), a_m, PRECISION)
+
+    # ---- back to r, a, b, k (each enters through a decayed copy and a mid-scaled copy)
+    b_dr = d_r_dec * e_cw + d_r_m * e_rm
+    b_da = d_a_dec * e_cwp + d_a_m * e_am
+    b_db = d_b_end * to_end + d_b_m * e_bm
+    b_dk = d_k_end * to_end + d_k_m * e_bm
+    # ---- and to the cumulative log-decays: d/dc of x*exp(+-c) is +-x*exp(+-c), so each
+    # term is (gradient of the scaled copy) * (scaled copy), whatever the factorisation
+    g_cw = d_r_dec * r_dec + d_r_m * r_m - d_b_end * b_end - d_b_m * b_m - d_k_end * k_end - d_k_m * k_m
+    g_cwp = d_a_dec * a_dec + d_a_m * a_m
+    g_end = d_dec_end * dec_end + tl.sum(d_b_end * b_end + d_k_end * k_end, 0)          # [K]
+    # cw_t = sum_{j<=t} w_j, cw_{t-1} = sum_{j<t} w_j, cw_end = sum_j w_j
+    b_dw = tl.cumsum(g_cw, 0, reverse=True) + tl.cumsum(g_cwp, 0, reverse=True) - g_cwp
+    b_dw += g_end[None, :]
+
+    off_k = base_k + rows[:, None] * H * K + o_k[None, :]
+    tl.store(dr + off_k, b_dr.to(dr.dtype.element_ty), mask=m_rows_k)
+    tl.store(dw + off_k, b_dw.to(dw.dtype.element_ty), mask=m_rows_k)
+    tl.store(dk + off_k, b_dk.to(dk.dtype.element_ty), mask=m_rows_k)
+    tl.store(da + off_k, b_da.to(da.dtype.element_ty), mask=m_rows_k)
+    tl.store(db + off_k, b_db.to(db.dtype.element_ty), mask=m_rows_k)
+    return dS0
 
 
 @triton.jit
@@ -204,19 +342,17 @@ def _chunk_bwd_kernel(
     STORE_DH0: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
+    """The fused backward (sequences shorter than ``SPLIT_BWD_MIN_T``): one program per (batch, head)
+    walks the chunks in reverse with dS in registers and does all of each chunk's work."""
     i_bh = tl.program_id(0)
     i_b, i_h = i_bh // H, i_bh % H
     NT = tl.cdiv(T, C)
-    o_c = tl.arange(0, C)
     o_k = tl.arange(0, BK)
     o_v = tl.arange(0, BV)
-    m_k, m_v = o_k < K, o_v < V
-    m_state = m_k[:, None] & m_v[None, :]
+    m_state = (o_k < K)[:, None] & (o_v < V)[None, :]
     base_k = i_b.to(tl.int64) * T * H * K + i_h * K
     base_v = i_b.to(tl.int64) * T * H * V + i_h * V
     state_off = o_k[:, None] * V + o_v[None, :]
-    strict = o_c[:, None] > o_c[None, :]
-    causal = o_c[:, None] >= o_c[None, :]
 
     dS = tl.zeros([BK, BV], dtype=tl.float32)        # gradient w.r.t. the state leaving the chunk
     if USE_DHT:
@@ -224,103 +360,235 @@ def _chunk_bwd_kernel(
 
     for j in range(0, NT):
         i_t = NT - 1 - j
-        t0 = i_t * C
-        rows = t0 + o_c
-        m_rows_k = (rows < T)[:, None] & m_k[None, :]
-        m_rows_v = (rows < T)[:, None] & m_v[None, :]
         S0 = tl.load(hs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, mask=m_state, other=0.0)
-        b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)
-        b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
-        b_k = _load_chunk(k, base_k, t0, T, o_c, o_k, m_k, H * K)
-        b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
-        b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
-        b_v = _load_chunk(v, base_v, t0, T, o_c, o_v, m_v, H * V)
-        # cast back: torch.compile hands a Python float over as a float64 scalar, which would
-        # promote dO and break the float32 tl.dot calls below
-        dO = (scale * _load_chunk(do, base_v, t0, T, o_c, o_v, m_v, H * V)).to(tl.float32)
-
-        # ---- recompute the forward quantities of this chunk
-        cw, cw_prev, mid, cw_end = _chunk_decays(b_w, o_c, C)
-        e_rm = tl.exp(cw - mid[None, :])
-        e_am = tl.exp(cw_prev - mid[None, :])
-        e_bm = tl.exp(mid[None, :] - cw)
-        r_m = b_r * e_rm
-        a_m = b_a * e_am
-        b_m = b_b * e_bm
-        k_m = b_k * e_bm
-        L_ab = tl.where(strict, mm(a_m, tl.trans(b_m), PRECISION), 0.0)
-        L_ak = tl.where(strict, mm(a_m, tl.trans(k_m), PRECISION), 0.0)
-        Q_rb = tl.where(causal, mm(r_m, tl.trans(b_m), PRECISION), 0.0)
-        Q_rk = tl.where(causal, mm(r_m, tl.trans(k_m), PRECISION), 0.0)
-        T_inv = unit_lower_inverse(L_ab, C, PRECISION)
-        e_cw = tl.exp(cw)
-        e_cwp = tl.exp(cw_prev)
-        to_end = tl.exp(cw_end[None, :] - cw)
-        dec_end = tl.exp(cw_end)
-        a_dec = b_a * e_cwp
-        r_dec = b_r * e_cw
-        b_end = b_b * to_end
-        k_end = b_k * to_end
-        rhs = mm(a_dec, S0, PRECISION) + mm(L_ak, b_v, PRECISION)
-        u = mm(T_inv, rhs, PRECISION)                       # [C, V]
-
-        # ---- S_C = dec_end * S_0 + B_end^T u + K_end^T v
-        du = mm(b_end, dS, PRECISION)                          # [C, V]
-        b_dv = mm(k_end, dS, PRECISION)                        # [C, V]
-        d_b_end = mm(u, tl.trans(dS), PRECISION)               # [C, K]
-        d_k_end = mm(b_v, tl.trans(dS), PRECISION)             # [C, K]
-        d_dec_end = tl.sum(S0 * dS, 1)                                             # [K]
-        dS0 = dec_end[:, None] * dS
-        # ---- o = scale * (R_dec S_0 + Q_rb u + Q_rk v)   (scale is folded into dO)
-        dS0 += mm(tl.trans(r_dec), dO, PRECISION)
-        d_r_dec = mm(dO, tl.trans(S0), PRECISION)              # [C, K]
-        dQ_rb = tl.where(causal, mm(dO, tl.trans(u), PRECISION), 0.0)
-        dQ_rk = tl.where(causal, mm(dO, tl.trans(b_v), PRECISION), 0.0)
-        du += mm(tl.trans(Q_rb), dO, PRECISION)
-        b_dv += mm(tl.trans(Q_rk), dO, PRECISION)
-        # ---- u = (I - L_ab)^{-1} rhs:  d rhs = (I - L_ab)^{-T} du,  d L_ab = d rhs u^T
-        drhs = mm(tl.trans(T_inv), du, PRECISION)
-        dL_ab = tl.where(strict, mm(drhs, tl.trans(u), PRECISION), 0.0)
-        # ---- rhs = A_dec S_0 + L_ak v
-        dS0 += mm(tl.trans(a_dec), drhs, PRECISION)
-        d_a_dec = mm(drhs, tl.trans(S0), PRECISION)           # [C, K]
-        dL_ak = tl.where(strict, mm(drhs, tl.trans(b_v), PRECISION), 0.0)
-        b_dv += mm(tl.trans(L_ak), drhs, PRECISION)
-        tl.store(dv + base_v + rows[:, None] * H * V + o_v[None, :], b_dv.to(dv.dtype.element_ty),
-                 mask=m_rows_v)
-        dS = dS0                                            # hand the gradient to the previous chunk
-
-        # ---- through the mid-factorised pair products (Q = r_m b_m^T etc.)
-        d_r_m = mm(dQ_rb, b_m, PRECISION) + mm(dQ_rk, k_m, PRECISION)
-        d_a_m = mm(dL_ab, b_m, PRECISION) + mm(dL_ak, k_m, PRECISION)
-        d_b_m = mm(tl.trans(dQ_rb), r_m, PRECISION)
-        d_b_m += mm(tl.trans(dL_ab), a_m, PRECISION)
-        d_k_m = mm(tl.trans(dQ_rk), r_m, PRECISION)
-        d_k_m += mm(tl.trans(dL_ak), a_m, PRECISION)
-
-        # ---- back to r, a, b, k (each enters through a decayed copy and a mid-scaled copy)
-        b_dr = d_r_dec * e_cw + d_r_m * e_rm
-        b_da = d_a_dec * e_cwp + d_a_m * e_am
-        b_db = d_b_end * to_end + d_b_m * e_bm
-        b_dk = d_k_end * to_end + d_k_m * e_bm
-        # ---- and to the cumulative log-decays: d/dc of x*exp(+-c) is +-x*exp(+-c), so each
-        # term is (gradient of the scaled copy) * (scaled copy), whatever the factorisation
-        g_cw = d_r_dec * r_dec + d_r_m * r_m - d_b_end * b_end - d_b_m * b_m - d_k_end * k_end - d_k_m * k_m
-        g_cwp = d_a_dec * a_dec + d_a_m * a_m
-        g_end = d_dec_end * dec_end + tl.sum(d_b_end * b_end + d_k_end * k_end, 0)          # [K]
-        # cw_t = sum_{j<=t} w_j, cw_{t-1} = sum_{j<t} w_j, cw_end = sum_j w_j
-        b_dw = tl.cumsum(g_cw, 0, reverse=True) + tl.cumsum(g_cwp, 0, reverse=True) - g_cwp
-        b_dw += g_end[None, :]
-
-        off_k = base_k + rows[:, None] * H * K + o_k[None, :]
-        tl.store(dr + off_k, b_dr.to(dr.dtype.element_ty), mask=m_rows_k)
-        tl.store(dw + off_k, b_dw.to(dw.dtype.element_ty), mask=m_rows_k)
-        tl.store(dk + off_k, b_dk.to(dk.dtype.element_ty), mask=m_rows_k)
-        tl.store(da + off_k, b_da.to(da.dtype.element_ty), mask=m_rows_k)
-        tl.store(db + off_k, b_db.to(db.dtype.element_ty), mask=m_rows_k)
+        dS = _chunk_bwd_step(r, w, k, v, a, b, do, dr, dw, dk, dv, da, db, S0, dS,
+                             scale, i_t * C, T, base_k, base_v, H, K, V, C, BK, BV, PRECISION, PRECISION)
 
     if STORE_DH0:
         tl.store(dh0 + i_bh.to(tl.int64) * K * V + state_off, dS, mask=m_state)
+
+
+@triton.jit
+def _chunk_bwd_scan_kernel(
+    r, w, a, b,                # [B, T, H, K]
+    do,                        # [B, T, H, V] gradient of o
+    dht,                       # [B, H, K, V] gradient of the final state (dummy if none)
+    dhs,                       # [B, H, NT, K, V] float32: gradient of the state LEAVING each chunk
+    dh0,                       # [B, H, K, V] float32 gradient of the initial state (dummy)
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,
+    USE_DHT: tl.constexpr,
+    STORE_DH0: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    """Split backward, pass 1: carry dS backwards through the chunks, nothing else.
+
+    dS_0 = diag(exp(cw_C)) dS + R_dec^T dO + A_dec^T (I - L_ab)^{-T} (B_end dS + Q_rb^T dO)
+    acts on each V column of dS and dO separately (every matrix in it depends on r, w, a, b
+    only), so V splits over programs as in the forward: a program per (batch, head, V-tile).
+    Like the forward it holds the transposed gradient, dS^T [BV, K]:
+
+        du^T   = dS^T B_end^T + dO^T Q_rb          drhs^T = du^T T_inv
+        dS_0^T = dS^T diag(exp(cw_C)) + dO^T R_dec + drhs^T A_dec
+
+    so each product on the chain (dS^T -> du^T -> drhs^T -> dS_0^T) is the left operand of the
+    next, which in bf16 stays in registers; the right operands do not depend on dS.
+    """
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, C)
+    o_c = tl.arange(0, C)
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
+    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
+    state_off = o_v[:, None] + o_k[None, :] * V          # dS^T[v, k] is stored at dS[k, v]
+    m_state = m_v[:, None] & m_k[None, :]
+    strict = o_c[:, None] > o_c[None, :]                 # [t, s]: s < t
+    causal = o_c[:, None] >= o_c[None, :]
+
+    dSt = tl.zeros([BV, BK], dtype=tl.float32)                                         # dS^T
+    if USE_DHT:
+        dSt += tl.load(dht + i_bh.to(tl.int64) * K * V + state_off, mask=m_state, other=0.0)
+
+    for j in range(0, NT):
+        i_t = NT - 1 - j
+        t0 = i_t * C
+        rows = t0 + o_c
+        tl.store(dhs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, dSt, mask=m_state)
+        b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)                      # [C, K]
+        b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
+        b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
+        b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
+        vt_mask = m_v[:, None] & (rows < T)[None, :]
+        # dO^T [BV, C]; the cast: a float64 scale (torch.compile) would promote it
+        dOt = (scale * tl.load(do + base_v + rows[None, :] * H * V + o_v[:, None], mask=vt_mask,
+                               other=0.0).to(tl.float32)).to(tl.float32)
+        # log-decays in log2 units (tl.exp2, as in the forward)
+        cw, cw_prev, mid, cw_end = _chunk_decays(b_w * 1.4426950408889634, o_c, C)
+        r_m = b_r * tl.exp2(cw - mid[None, :])
+        a_m = b_a * tl.exp2(cw_prev - mid[None, :])
+        b_m = b_b * tl.exp2(mid[None, :] - cw)
+        L_ab = tl.where(strict, mm(a_m, tl.trans(b_m), PRECISION), 0.0)               # [t, s]
+        Q_rb = tl.where(causal, mm(r_m, tl.trans(b_m), PRECISION), 0.0)               # [t, s]
+        T_inv = unit_lower_inverse(L_ab, C, PRECISION)                                  # (I - L_ab)^-1
+        b_endT = tl.trans(b_b * tl.exp2(cw_end[None, :] - cw))                          # [K, C]
+        a_dec = b_a * tl.exp2(cw_prev)                                                  # [C, K]
+        r_dec = b_r * tl.exp2(cw)
+
+        duT = mm(dSt, b_endT, PRECISION) + mm(dOt, Q_rb, PRECISION)                     # [BV, C]
+        drhsT = mm(duT, T_inv, PRECISION)                                               # [BV, C]
+        dSt = tl.exp2(cw_end)[None, :] * dSt + mm(dOt, r_dec, PRECISION) + mm(drhsT, a_dec, PRECISION)
+
+    if STORE_DH0:
+        tl.store(dh0 + i_bh.to(tl.int64) * K * V + state_off, dSt, mask=m_state)
+
+
+@triton.jit
+def _chunk_bwd_chunk_kernel(
+    r, w, k, v, a, b,          # inputs as in the forward
+    hs,                        # [B, H, NT, K, V] float32 states entering each chunk (forward)
+    dhs,                       # [B, H, NT, K, V] float32 gradients of the states leaving them (scan)
+    do,                        # [B, T, H, V] gradient of o
+    dr, dw, dk, dv, da, db,    # outputs, same shapes and dtypes as the inputs
+    scale,
+    T,
+    H: tl.constexpr,
+    K: tl.constexpr,
+    V: tl.constexpr,
+    C: tl.constexpr,
+    BK: tl.constexpr,
+    BV: tl.constexpr,          # V columns per pass of the loop below (BV < V: several passes)
+    PRECISION: tl.constexpr,   # the pair products, the inverse and their gradients
+    SPREC: tl.constexpr,       # the products with a V side
+):
+    """Split backward, pass 2: a program per (chunk, batch, head): every gradient of its chunk
+    from the state entering it (hs) and the gradient of the one leaving it (dhs).
+
+    Same algebra as _chunk_bwd_step, but the V side (S0, dS, v, dO, u, du, drhs: everything
+    with a V dimension) is walked in tiles of BV columns, accumulating the sums over V (the
+    gradients of the pair products and of the decayed copies) in [C, K] / [C, C] registers,
+    so fewer [K, V] tiles are live at once. dv is written per tile."""
+    i_t, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    NT = tl.cdiv(T, C)
+    t0 = i_t * C
+    o_c = tl.arange(0, C)
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    base_k = i_b.to(tl.int64) * T * H * K + i_h * K
+    base_v = i_b.to(tl.int64) * T * H * V + i_h * V
+    base_s = (i_bh.to(tl.int64) * NT + i_t) * K * V
+    strict = o_c[:, None] > o_c[None, :]
+    causal = o_c[:, None] >= o_c[None, :]
+    rows = t0 + o_c
+    m_rows_k = (rows < T)[:, None] & m_k[None, :]
+    b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_k = _load_chunk(k, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
+
+    # ---- recompute the state-independent matrices of this chunk (log2-unit decays)
+    cw, cw_prev, mid, cw_end = _chunk_decays(b_w * 1.4426950408889634, o_c, C)
+    e_rm = tl.exp2(cw - mid[None, :])
+    e_am = tl.exp2(cw_prev - mid[None, :])
+    e_bm = tl.exp2(mid[None, :] - cw)
+    r_m = b_r * e_rm
+    a_m = b_a * e_am
+    b_m = b_b * e_bm
+    k_m = b_k * e_bm
+    L_ab = tl.where(strict, mm(a_m, tl.trans(b_m), PRECISION), 0.0)
+    L_ak = tl.where(strict, mm(a_m, tl.trans(k_m), PRECISION), 0.0)
+    Q_rb = tl.where(causal, mm(r_m, tl.trans(b_m), PRECISION), 0.0)
+    Q_rk = tl.where(causal, mm(r_m, tl.trans(k_m), PRECISION), 0.0)
+    T_inv = unit_lower_inverse(L_ab, C, PRECISION)
+    e_cw = tl.exp2(cw)
+    e_cwp = tl.exp2(cw_prev)
+    to_end = tl.exp2(cw_end[None, :] - cw)
+    dec_end = tl.exp2(cw_end)
+    a_dec = b_a * e_cwp
+    b_end = b_b * to_end
+    k_end = b_k * to_end
+
+    # ---- the V side, BV columns at a time; sums over V accumulate
+    d_b_end = tl.zeros([C, BK], dtype=tl.float32)
+    d_k_end = tl.zeros([C, BK], dtype=tl.float32)
+    d_r_dec = tl.zeros([C, BK], dtype=tl.float32)
+    d_a_dec = tl.zeros([C, BK], dtype=tl.float32)
+    dQ_rb = tl.zeros([C, C], dtype=tl.float32)
+    dQ_rk = tl.zeros([C, C], dtype=tl.float32)
+    dL_ab = tl.zeros([C, C], dtype=tl.float32)
+    dL_ak = tl.zeros([C, C], dtype=tl.float32)
+    d_dec_end = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(0, tl.cdiv(V, BV)):
+        o_v = i_v * BV + tl.arange(0, BV)
+        m_v = o_v < V
+        m_state = m_k[:, None] & m_v[None, :]
+        m_rows_v = (rows < T)[:, None] & m_v[None, :]
+        s_off = base_s + o_k[:, None] * V + o_v[None, :]
+        S0 = tl.load(hs + s_off, mask=m_state, other=0.0)                               # [K, BV]
+        dS = tl.load(dhs + s_off, mask=m_state, other=0.0)
+        b_v = _load_chunk(v, base_v, t0, T, o_c, o_v, m_v, H * V)                      # [C, BV]
+        # the cast: a float64 scale (torch.compile) would promote dO
+        dO = (scale * _load_chunk(do, base_v, t0, T, o_c, o_v, m_v, H * V)).to(tl.float32)
+        rhs = mm(a_dec, S0, SPREC) + mm(L_ak, b_v, SPREC)
+        u = mm(T_inv, rhs, SPREC)                                                       # [C, BV]
+        # S_C = dec_end * S_0 + B_end^T u + K_end^T v
+        du = mm(b_end, dS, SPREC) + mm(tl.trans(Q_rb), dO, SPREC)
+        b_dv = mm(k_end, dS, SPREC) + mm(tl.trans(Q_rk), dO, SPREC)
+        d_b_end += mm(u, tl.trans(dS), SPREC)
+        d_k_end += mm(b_v, tl.trans(dS), SPREC)
+        d_dec_end += tl.sum(S0 * dS, 1)
+        # o = scale * (R_dec S_0 + Q_rb u + Q_rk v)
+        d_r_dec += mm(dO, tl.trans(S0), SPREC)
+        dQ_rb += mm(dO, tl.trans(u), SPREC)
+        dQ_rk += mm(dO, tl.trans(b_v), SPREC)
+        # u = (I - L_ab)^{-1} rhs, rhs = A_dec S_0 + L_ak v
+        drhs = mm(tl.trans(T_inv), du, SPREC)
+        dL_ab += mm(drhs, tl.trans(u), SPREC)
+        d_a_dec += mm(drhs, tl.trans(S0), SPREC)
+        dL_ak += mm(drhs, tl.trans(b_v), SPREC)
+        b_dv += mm(tl.trans(L_ak), drhs, SPREC)
+        tl.store(dv + base_v + rows[:, None] * H * V + o_v[None, :], b_dv.to(dv.dtype.element_ty),
+                 mask=m_rows_v)
+    dQ_rb = tl.where(causal, dQ_rb, 0.0)
+    dQ_rk = tl.where(causal, dQ_rk, 0.0)
+    dL_ab = tl.where(strict, dL_ab, 0.0)
+    dL_ak = tl.where(strict, dL_ak, 0.0)
+
+    # ---- through the mid-factorised pair products, back to r, a, b, k and the decays
+    # (as in _chunk_bwd_step)
+    d_r_m = mm(dQ_rb, b_m, PRECISION) + mm(dQ_rk, k_m, PRECISION)
+    d_a_m = mm(dL_ab, b_m, PRECISION) + mm(dL_ak, k_m, PRECISION)
+    d_b_m = mm(tl.trans(dQ_rb), r_m, PRECISION)
+    d_b_m += mm(tl.trans(dL_ab), a_m, PRECISION)
+    d_k_m = mm(tl.trans(dQ_rk), r_m, PRECISION)
+    d_k_m += mm(tl.trans(dL_ak), a_m, PRECISION)
+    r_dec = b_r * e_cw
+    b_dr = d_r_dec * e_cw + d_r_m * e_rm
+    b_da = d_a_dec * e_cwp + d_a_m * e_am
+    b_db = d_b_end * to_end + d_b_m * e_bm
+    b_dk = d_k_end * to_end + d_k_m * e_bm
+    g_cw = d_r_dec * r_dec + d_r_m * r_m - d_b_end * b_end - d_b_m * b_m - d_k_end * k_end - d_k_m * k_m
+    g_cwp = d_a_dec * a_dec + d_a_m * a_m
+    g_end = d_dec_end * dec_end + tl.sum(d_b_end * b_end + d_k_end * k_end, 0)          # [K]
+    b_dw = tl.cumsum(g_cw, 0, reverse=True) + tl.cumsum(g_cwp, 0, reverse=True) - g_cwp
+    b_dw += g_end[None, :]
+
+    off_k = base_k + rows[:, None] * H * K + o_k[None, :]
+    tl.store(dr + off_k, b_dr.to(dr.dtype.element_ty), mask=m_rows_k)
+    tl.store(dw + off_k, b_dw.to(dw.dtype.element_ty), mask=m_rows_k)
+    tl.store(dk + off_k, b_dk.to(dk.dtype.element_ty), mask=m_rows_k)
+    tl.store(da + off_k, b_da.to(da.dtype.element_ty), mask=m_rows_k)
+    tl.store(db + off_k, b_db.to(db.dtype.element_ty), mask=m_rows_k)
 
 
 # =====================================================================================
@@ -366,30 +634,65 @@ def chunk_fwd(
 
 
 def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None, num_warps=None,
-              precision=None):
-    """Launch the backward kernel. Returns ``(dr, dw, dk, dv, da, db, dh0 or None)``."""
+              precision=None, impl=None, scan_BV=None, scan_warps=None, scan_precision=None,
+              state_precision=None, chunk_BV=None):
+    """Launch the backward. Returns ``(dr, dw, dk, dv, da, db, dh0 or None)``.
+
+    ``impl``: "split" (scan + per-chunk kernel) or "fused" (one kernel); default by ``SPLIT_BWD_MIN_T``.
+    ``num_warps`` / ``precision``: the kernel that writes the gradients (fused, or the
+    per-chunk one); ``scan_BV`` / ``scan_warps`` / ``scan_precision``: the split's dS scan.
+    """
     B, T, H, K = r.shape
     V = v.shape[-1]
     C = chunk_size or TRAIN_CHUNK
+    impl = impl or ("split" if T >= SPLIT_BWD_MIN_T else "fused")
     dr, dw, dk, dv, da, db = (torch.empty_like(x) for x in (r, w, k, v, a, b))
     dh0 = r.new_empty(B, H, K, V, dtype=torch.float32) if need_dh0 else None
     if T == 0:
         if dh0 is not None:
             dh0.copy_(dht if dht is not None else torch.zeros_like(dh0))
         return dr, dw, dk, dv, da, db, dh0
-    _chunk_bwd_kernel[(B * H,)](
-        r, w, k, v, a, b, hs, do,
+    BK, BV = block_size(K), block_size(V)
+    precision = precision or dot_precision(r.dtype)
+    if impl == "fused":
+        _chunk_bwd_kernel[(B * H,)](
+            r, w, k, v, a, b, hs, do,
+            dht if dht is not None else do,
+            dr, dw, dk, dv, da, db,
+            dh0 if dh0 is not None else do,
+            float(scale), T,
+            H=H, K=K, V=V, C=C, BK=BK, BV=BV,
+            USE_DHT=dht is not None, STORE_DH0=dh0 is not None,
+            PRECISION=precision,
+            num_warps=num_warps or DEFAULT_BWD_WARPS,
+        )
+        return dr, dw, dk, dv, da, db, dh0
+    if impl != "split":
+        raise ValueError(f"chunk_bwd: impl must be 'split' or 'fused', got {impl!r}")
+    NT = triton.cdiv(T, C)
+    dhs = torch.empty_like(hs)                 # gradient of the state leaving each chunk
+    sBV = min(scan_BV or DEFAULT_BWD_SCAN_BV, BV)
+    _chunk_bwd_scan_kernel[(triton.cdiv(V, sBV), B * H)](
+        r, w, a, b, do,
         dht if dht is not None else do,
-        dr, dw, dk, dv, da, db,
+        dhs,
         dh0 if dh0 is not None else do,
         float(scale), T,
-        H=H, K=K, V=V, C=C, BK=block_size(K), BV=block_size(V),
+        H=H, K=K, V=V, C=C, BK=BK, BV=sBV,
         USE_DHT=dht is not None, STORE_DH0=dh0 is not None,
-        PRECISION=precision or dot_precision(r.dtype),
-        num_warps=num_warps or DEFAULT_BWD_WARPS,
+        PRECISION=scan_precision or DEFAULT_BWD_SCAN_PRECISION or fwd_precision(r.dtype),
+        num_warps=scan_warps or DEFAULT_BWD_SCAN_WARPS,
+    )
+    _chunk_bwd_chunk_kernel[(NT, B * H)](
+        r, w, k, v, a, b, hs, dhs, do,
+        dr, dw, dk, dv, da, db,
+        float(scale), T,
+        H=H, K=K, V=V, C=C, BK=BK, BV=min(chunk_BV or DEFAULT_BWD_CHUNK_BV, BV),
+        PRECISION=precision,
+        SPREC=state_precision or DEFAULT_BWD_STATE_PRECISION or precision,
+        num_warps=num_warps or DEFAULT_BWD_CHUNK_WARPS,
     )
     return dr, dw, dk, dv, da, db, dh0
-
 
 
 # =====================================================================================
@@ -398,7 +701,7 @@ def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None
 
 
 class ChunkWKV7Function(torch.autograd.Function):
-    """Forward stores the chunk-entry states; backward is one fused kernel."""
+    """Forward stores the chunk-entry states; backward is chunk_bwd (see the module docstring)."""
 
     @staticmethod
     def forward(ctx, r, w, k, v, a, b, scale, initial_state, output_final_state, chunk_size):

@@ -170,7 +170,10 @@ def test_forward_kernels(c: Case, kernel: str):
 
 
 @pytest.mark.parametrize("c", cases())
-def test_chunk_forward_backward(c: Case):
+@pytest.mark.parametrize("bwd", ["fused", "split"])
+def test_chunk_forward_backward(c: Case, bwd: str, monkeypatch):
+    # each backward at every size (the kernel picks one by T, SPLIT_BWD_MIN_T)
+    monkeypatch.setattr(triton_chunk, "SPLIT_BWD_MIN_T", 0 if bwd == "split" else 1 << 30)
     xs, h0 = make_inputs(c, requires_grad=True)
     o, ht = triton_chunk.wkv7_triton_chunk(*xs, scale=c.scale, initial_state=h0, output_final_state=c.final)
     xd, hd, o_ref, ht_ref = reference(xs, h0, c)
@@ -189,6 +192,33 @@ def test_chunk_forward_backward(c: Case):
     for name, g, g_ref, x in zip(("dr", "dw", "dk", "dv", "da", "db", "dh0"), grads, grads_ref, leaves):
         assert g.dtype == x.dtype, f"{name}: dtype {g.dtype} != input dtype {x.dtype}"
         assert_close(name, g, g_ref, c.dtype)
+
+
+BWD_AGREE_CASES = [
+    # V = 32 with 16-column tiles: the dS scan splits V over programs, the per-chunk kernel loops over it
+    pytest.param(Case(1, 37, 2, 16, 32, f32, True, True, "fla", scale=0.5), 1e-5, id="T37-V32-f32"),
+    pytest.param(Case(2, 20, 1, 16, 16, bf16, False, True, "aligned"), 1e-2, id="T20-B2-aligned-bf16"),
+]
+
+
+@pytest.mark.parametrize(("c", "tol"), BWD_AGREE_CASES)
+def test_chunk_backward_impls_agree(c: Case, tol: float):
+    """The two backwards ("split" and "fused", chosen by ``SPLIT_BWD_MIN_T``) give the same gradients
+    on the same forward states, the split one with V cut into tiles in both of its kernels."""
+    xs, h0 = make_inputs(c)
+    o, _, hs = triton_chunk.chunk_fwd(*xs, c.scale, h0, True, store_states=True)
+    do = torch.randn_like(o)
+    dht = torch.randn(c.B, c.H, c.K, c.V, device=DEVICE) if c.final else None
+    args = (*xs, c.scale, hs, do, dht, c.h0)
+    fused = triton_chunk.chunk_bwd(*args, impl="fused")
+    split = triton_chunk.chunk_bwd(*args, impl="split", scan_BV=16, chunk_BV=16)
+    for name, g, g_ref in zip(("dr", "dw", "dk", "dv", "da", "db", "dh0"), split, fused):
+        if g_ref is None:
+            assert g is None, name
+            continue
+        assert g.dtype == g_ref.dtype, name
+        err = rel_err(g, g_ref)
+        assert err < tol, f"{name}: split vs fused relative RMS {err:.3e} >= {tol:.0e}"
 
 
 @pytest.mark.parametrize("chunk_size", [16, 32])
