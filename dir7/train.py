@@ -166,6 +166,12 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "shapes": TrainConfig(batch_size=512, steps=5000, lr=2e-4, warmup=200, lr_schedule="cosine", workers=5,
                           sample_every=0, log_every=100, compile=True, text_pad_multiple=48,
                           kind_weights=SHAPES_KIND_WEIGHTS, snr_gamma=5.0),
+    # the shipped emoji model from scratch on one GPU (recipes/dir7-emoji.sh): the shapes recipe's
+    # optimiser with the from-scratch learning rate of the shapes model's first stage; every emoji
+    # caption is at most 30 tokens, so one padded length (one compile)
+    "emoji": TrainConfig(batch_size=512, steps=2000, lr=5e-4, warmup=200, lr_schedule="cosine", workers=5,
+                         sample_every=0, log_every=100, save_every=500, compile=True, text_pad_multiple=32,
+                         snr_gamma=5.0),
 }
 
 
@@ -404,11 +410,21 @@ def _setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
 
 
 @torch.no_grad()
+def sample_prompts(tc: TrainConfig) -> tuple[str, ...]:
+    """The fixed prompts of a run's sample grids: the emoji set's own for emoji data, else shapes'."""
+    if tc.data.startswith("emoji:"):
+        from .data.emoji import SAMPLE_PROMPTS as EMOJI_SAMPLE_PROMPTS
+
+        return EMOJI_SAMPLE_PROMPTS
+    return SAMPLE_PROMPTS
+
+
+@torch.no_grad()
 def write_sample_grid(path: Path, ema: torch.nn.Module, enc: TextEncoder, pipeline_config: PipelineConfig,
-                      seed: int) -> None:
+                      prompts: tuple[str, ...], seed: int) -> None:
     """Sample the fixed prompts with the run's own sampling defaults (what the shipped model would use)."""
     pipe = DIR7Pipeline(ema, enc, pipeline_config, name="ema")
-    out = pipe(list(SAMPLE_PROMPTS), seed=seed, stats=False)
+    out = pipe(list(prompts), seed=seed, stats=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     image_grid(out.images, cols=4, scale=2).save(path)
 
@@ -528,7 +544,8 @@ def train(tc: TrainConfig) -> Path:
             if world > 1:
                 dist.barrier()
         if rank == 0 and tc.sample_every and (step % tc.sample_every == 0 or step == tc.steps):
-            write_sample_grid(out / "samples" / f"step_{step:07d}.png", ema, enc, pipeline_config, seed=tc.seed)
+            write_sample_grid(out / "samples" / f"step_{step:07d}.png", ema, enc, pipeline_config,
+                              sample_prompts(tc), seed=tc.seed)
 
     pbar.close()
     if log_file:

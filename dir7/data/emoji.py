@@ -116,6 +116,17 @@ HELDOUT_TEMPLATES = (
     "a picture of {a}, drawn in the {style} style",
     "{label} icon",
 )
+# the training run's sample grid (dir7.train --data emoji:DIR): everyday things, each style, a skin tone
+SAMPLE_PROMPTS = (
+    "a cat face",
+    "pizza, Twemoji style",
+    "a rocket in OpenMoji style",
+    "a red apple in Fluent style",
+    "thumbs up with dark skin tone",
+    "Noto emoji of a sunflower",
+    "a birthday cake",
+    "flag of Japan",
+)
 
 
 def _article(words: str) -> str:

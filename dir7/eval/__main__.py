@@ -60,6 +60,8 @@ def add_sampling_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default=None, help="ddim | ddpm | dpm++ (default: the model's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    p.add_argument("--compile", default=False, action=argparse.BooleanOptionalAction,
+                   help="sample with the network under torch.compile (DIR7Pipeline.compile); off by default")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,12 +110,14 @@ def emoji_main(args: argparse.Namespace, generate: Generate | None) -> dict:
     if args.benchmark == "emoji-judge":
         return emoji.train_judge(args.data, args.out or emoji.JUDGE_DIR, epochs=args.epochs, seed=args.seed)
     if args.benchmark == "emoji-prompts":
-        seen, held = emoji.make_prompts(args.data, seen=args.seen)
+        seen, held, showcase = emoji.make_prompts(args.data, seen=args.seen)
         out_dir = Path(args.out_dir) if args.out_dir else emoji.PROMPTS_SEEN.parent
-        for path, rows in ((out_dir / emoji.PROMPTS_SEEN.name, seen), (out_dir / emoji.PROMPTS_HELDOUT.name, held)):
-            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            print(f"{len(rows)} prompts -> {path}")
-        return {"seen": len(seen), "heldout": len(held)}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path, rows in ((emoji.PROMPTS_SEEN, seen), (emoji.PROMPTS_HELDOUT, held),
+                           (emoji.PROMPTS_SHOWCASE, showcase)):
+            (out_dir / path.name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+            print(f"{len(rows)} prompts -> {out_dir / path.name}")
+        return {"seen": len(seen), "heldout": len(held), "showcase": len(showcase)}
     if args.images_per_prompt < 1 or args.batch_size < 1:
         raise SystemExit("--images-per-prompt and --batch-size must be >= 1")
     try:
@@ -139,6 +143,9 @@ def emoji_main(args: argparse.Namespace, generate: Generate | None) -> dict:
     report["settings"].update({
         "benchmark": "emoji", "prompts": str(args.prompts or emoji.PROMPTS_SEEN), "checkpoint": args.checkpoint,
         "judge": {k: info.get(k) for k in ("test_accuracy", "fd_real_vs_real", "command")},
+        # the command line's sampling settings, as ShapesEval records them (None: the model's own)
+        "steps": args.steps, "guidance": args.guidance, "guidance_interval": args.guidance_interval,
+        "sampler": args.sampler,
         "seconds": round(time.perf_counter() - t0, 2), **extra})
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,6 +174,8 @@ def pipeline_generate(args: argparse.Namespace) -> tuple[Generate, dict]:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = dir7.DIR7Pipeline.from_pretrained(args.checkpoint).to(device)
+    if args.compile:
+        pipe.compile()
     interval = args.guidance_interval
     if interval == "all":
         interval = (0, pipe.model.config.num_train_timesteps - 1)

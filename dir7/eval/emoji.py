@@ -38,6 +38,21 @@ from ..data.emoji import STYLES, Shards, caption, load_records
 JUDGE_DIR = Path(__file__).resolve().parent.parent.parent / "checkpoints" / "emoji-judge"
 PROMPTS_SEEN = Path(__file__).with_name("emoji_prompts_seen.jsonl")
 PROMPTS_HELDOUT = Path(__file__).with_name("emoji_prompts_heldout.jsonl")
+PROMPTS_SHOWCASE = Path(__file__).with_name("emoji_prompts_showcase.jsonl")
+# everyday things a visitor of the demo types: the candidates the model card's examples are chosen
+# from by EmojiEval (python -m dir7.eval examples), one style each in turn
+SHOWCASE_LABELS = (
+    "cat face", "dog face", "pizza", "rocket", "red apple", "thumbs up", "sun", "grinning face", "red heart",
+    "hot beverage", "octopus", "rainbow", "birthday cake", "evergreen tree", "sunflower", "fox", "panda",
+    "bicycle", "taxi", "ghost", "robot", "unicorn", "snowman", "crown", "smiling face with sunglasses",
+    "strawberry", "hamburger", "banana", "watermelon", "soccer ball", "guitar", "house", "airplane", "umbrella",
+    "fire", "snowflake", "butterfly", "penguin", "frog", "turtle", "tulip", "cactus", "light bulb", "books",
+    "camera", "alarm clock", "key", "wrapped gift", "balloon", "crab", "owl", "ice cream", "doughnut", "carrot",
+    "mushroom", "four leaf clover", "hot dog", "cookie", "tiger face", "rabbit face", "elephant", "whale",
+    "full moon", "cloud", "musical note", "basketball", "trophy", "t-shirt", "glasses", "bell", "hammer",
+    "pencil", "teacher", "police officer", "woman astronaut", "flag: Japan", "flag: Brazil", "waving hand",
+    "clapping hands", "face with tears of joy", "thinking face", "star-struck",
+)
 TONES = ("none", "light", "medium-light", "medium", "medium-dark", "dark", "mixed")
 EVAL_TEMPLATE = "{a} in {style} style"  # a training template: held-out pairs are new pairs, not new words
 JUDGE_TEST_EVERY = 10                    # one real image in ten is kept from the judge's training
@@ -251,9 +266,10 @@ def score_real(judge: EmojiJudge, images: np.ndarray, labels: torch.Tensor) -> d
 # ---------------------------------------------------------------------------------------
 
 
-def make_prompts(data: str | Path, seen: int = 400, seed: int = 0) -> tuple[list[dict], list[dict]]:
+def make_prompts(data: str | Path, seen: int = 400, seed: int = 0) -> tuple[list[dict], list[dict], list[dict]]:
     """Prompt lists from a built set: ``seen`` (concept, style, tone) triples of the training split
-    (deterministic sample) and every image of the held-out pairs."""
+    (deterministic sample), every image of the held-out pairs, and the showcase: each of
+    ``SHOWCASE_LABELS`` the set has, without a skin tone, in a training style chosen in turn."""
     records = load_records(data)
 
     def prompt(r):
@@ -265,7 +281,19 @@ def make_prompts(data: str | Path, seen: int = 400, seed: int = 0) -> tuple[list
     train = [r for r in records if r["split"] == "train"]
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(train), size=min(seen, len(train)), replace=False))
-    return [prompt(train[i]) for i in chosen], [prompt(r) for r in records if r["split"] == "heldout"]
+    by_label = {}
+    for r in train:
+        if not r["skin_tone"]:
+            by_label.setdefault(r["label"], {})[r["style"]] = r
+    showcase, order = [], sorted(STYLES)
+    for label in SHOWCASE_LABELS:
+        styles = by_label.get(label, {})
+        if styles:  # the style in turn, else the next one the set draws it in
+            turn = len(showcase) % len(order)
+            style = min(styles, key=lambda s: (order.index(s) - turn) % len(order))
+            showcase.append(prompt(styles[style]))
+    return ([prompt(train[i]) for i in chosen], [prompt(r) for r in records if r["split"] == "heldout"],
+            showcase)
 
 
 def load_prompts(path: str | Path | None = None) -> list[dict]:

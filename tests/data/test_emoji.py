@@ -192,3 +192,21 @@ def test_clear_errors_for_missing_packages_and_unbuilt_sets(tmp_path, capsys):
     assert emoji.main(["build", "--out", str(tmp_path / "x"), "--packages", str(tmp_path / "pk"),
                        "--styles", "apple"]) == 2
     assert "unknown style" in capsys.readouterr().err
+
+
+def test_the_device_bundles_vocabulary_holds_every_caption_and_prompt_of_a_set(built):
+    from dir7.eval.emoji import PROMPTS_SEEN
+    from dir7.train import sample_prompts
+    from scripts.device_bundle import _emoji_texts
+
+    out, _ = built
+    texts = set(_emoji_texts(str(out)))
+    ds = emoji.EmojiDataset(out, "train")
+    assert {ds[i][1] for i in range(len(ds))} <= texts
+    r = emoji.load_records(out)[0]
+    assert {emoji.caption(r, t) for t in emoji.HELDOUT_TEMPLATES} <= texts
+    assert json.loads(PROMPTS_SEEN.read_text().splitlines()[0])["prompt"] in texts
+    # an emoji run samples its grids from emoji prompts, every other run from shapes prompts
+    assert sample_prompts(TrainConfig(data=f"emoji:{out}")) == emoji.SAMPLE_PROMPTS
+    assert set(emoji.SAMPLE_PROMPTS) <= texts
+    assert sample_prompts(TrainConfig()) != emoji.SAMPLE_PROMPTS

@@ -23,7 +23,11 @@ def setup(tmp_path_factory):
     data = tmp / "data"
     emoji_data.build(data, make_packages(tmp / "packages", shift=40), progress=False)
     info = emoji.train_judge(data, tmp / "judge", epochs=3, batch_size=8, test_every=3, log=lambda *_: None)
-    seen, held = emoji.make_prompts(data, seen=50)
+    seen, held, showcase = emoji.make_prompts(data, seen=50)
+    # the showcase: each everyday label the set has, once, without a skin tone, in a seen style
+    seen_pairs = {(r["concept"], r["style"]) for r in emoji_data.load_records(data) if r["split"] == "train"}
+    assert sorted(p["prompt"].split(" in ")[0] for p in showcase) == ["a cat face", "a thumbs up"]
+    assert all("skin_tone" not in p and (p["concept"], p["style"]) in seen_pairs for p in showcase)
     prompts = tmp / "prompts.jsonl"
     prompts.write_text("".join(json.dumps(p) + "\n" for p in seen + held))
     return data, tmp / "judge", info, prompts
