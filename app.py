@@ -1,7 +1,8 @@
 """Launch the DIR-7 demo: ``python app.py`` (also the Hugging Face Spaces entry point).
 
-Loads the model once (the shipped checkpoint, or a clearly labelled untrained ``dir7-demo``
-model when none is shipped yet), builds the page from ``app/`` and serves it.
+Offers the shipped models (or those given with ``--checkpoint``) in a selector; loads the default
+one now and the others when first selected (a clearly labelled untrained ``dir7-demo`` model
+stands in when there is none), builds the page from ``app/`` and serves it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import sys
 
 import dir7
-from app.service import DemoService
+from app.service import ModelRegistry
 from app.ui import DEFAULT_CONCURRENCY, DEFAULT_MAX_QUEUE, build_demo, launch_options
 
 
@@ -32,8 +33,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--checkpoint",
-        default=None,
-        help="checkpoint directory; default: $DIR7_CHECKPOINT or the model shipped in checkpoints/, "
+        action="append",
+        metavar="DIR",
+        help="a model directory to offer; repeat it for several (the first is the default). Default: "
+        "$DIR7_CHECKPOINT alone, else every model shipped in checkpoints/ (dir7-shapes first), "
         "else an untrained dir7-demo model (clearly labelled in the page)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:1 ...")
@@ -44,7 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="requests allowed to wait; more get a 'queue is full' answer",
     )
     parser.add_argument(
-        "--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="sampling jobs run at once (they share one model)"
+        "--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+        help="sampling jobs run at once (they share the loaded models)"
     )
     return parser.parse_args(argv)  # fmt: skip
 
@@ -54,14 +58,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up probes are noise
     try:
-        service = DemoService.load(checkpoint=args.checkpoint, device=args.device)
+        models = ModelRegistry.discover(args.checkpoint, device=args.device)
+        service = models.get()  # the default model now, warm-up included; the others on first use
     except (FileNotFoundError, ValueError, dir7.CheckpointError) as exc:
         # A missing/broken checkpoint or an unavailable device is a configuration error: say so plainly.
         sys.exit(f"error: cannot load the model: {exc}")
     logging.getLogger("dir7.app").info(
-        "model: %s (trained=%s) on %s", service.info.get("name"), service.trained, service.device
+        "models: %s; default %s (trained=%s) on %s", ", ".join(models.names), service.name, service.trained,
+        service.device,
     )
-    demo = build_demo(service, max_queue=args.max_queue, concurrency_limit=args.concurrency)
+    demo = build_demo(models, max_queue=args.max_queue, concurrency_limit=args.concurrency)
     # allowed_paths stays unset: nothing on disk is served beyond Gradio's own cache.
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_options())
 

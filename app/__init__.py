@@ -4,7 +4,8 @@
 tests and the latency benchmark can use the same pieces.
 """
 
-from app.service import DemoService, GenerationRequest, InputError, StepUpdate
+from app.service import DemoService, GenerationRequest, InputError, ModelRegistry, StepUpdate
 from app.ui import build_demo, launch_options
 
-__all__ = ["DemoService", "GenerationRequest", "InputError", "StepUpdate", "build_demo", "launch_options"]
+__all__ = ["DemoService", "GenerationRequest", "InputError", "ModelRegistry", "StepUpdate", "build_demo",
+           "launch_options"]

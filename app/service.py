@@ -1,7 +1,9 @@
-"""Service layer of the demo: loads the model once, validates raw inputs, streams sampling steps.
+"""Service layer of the demo: the models it offers, raw-input validation, streamed sampling.
 
-Nothing here knows about Gradio, so the same code is exercised by unit tests, by the web UI
-(``app.ui``) and by the latency benchmark. Everything a user can get wrong becomes an
+:class:`ModelRegistry` knows which models the page offers and loads each once, on first use;
+:class:`DemoService` is one loaded model with what the page says about it, its validation and
+its sampling. Nothing here knows about Gradio, so the same code is exercised by unit tests, by
+the web UI (``app.ui``) and by the latency benchmark. Everything a user can get wrong becomes an
 :class:`InputError` whose message is meant to be shown verbatim in the page.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -17,7 +20,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +45,13 @@ MAX_PROMPT_CHARS = 4000
 
 DEFAULT_SEED = 0
 DEMO_PRESET = "dir7-demo"
+# the name the untrained stand-in goes by in the selector, the API and the PNG metadata
+FALLBACK_NAME = f"{DEMO_PRESET}-untrained"
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# The shipped models: every folder here with a config.json (the emoji judge, a classifier for
+# the evaluation, has none and is no model to sample).
+CHECKPOINTS_DIR = REPO_ROOT / "checkpoints"
+MODEL_CONFIG = "config.json"  # what makes a folder a model directory (dir7.load_configs reads it)
 
 
 def repo_url() -> str:
@@ -167,11 +176,16 @@ def _short_repr(value: Any, limit: int = 40) -> str:
 
 
 class DemoService:
-    """One shared pipeline plus the logic around it. Create once per process with :meth:`load`."""
+    """One loaded model (a pipeline shared by every visitor) plus the logic around it.
 
-    def __init__(self, pipe: Any, *, fallback_reason: str | None = None, tmp_dir: str | Path | None = None,
-                 checkpoint_path: str | Path | None = None):
+    Made by :class:`ModelRegistry` (or :meth:`load` for a single model). ``name`` is how the page,
+    the API and the PNG metadata call it (default: the pipeline's own name).
+    """
+
+    def __init__(self, pipe: Any, *, name: str | None = None, fallback_reason: str | None = None,
+                 tmp_dir: str | Path | None = None, checkpoint_path: str | Path | None = None):
         self.pipe = pipe
+        self.name = name or pipe.name
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         # Set when no trained checkpoint could be loaded and a random model stands in.
         self.fallback_reason = fallback_reason
@@ -188,37 +202,13 @@ class DemoService:
         self._files_lock = threading.Lock()
         self._active = 0
         self._active_lock = threading.Lock()
-        # one stop flag per browser session's running generation: the Stop button sets it, the
-        # sampling loop reads it between steps (nothing waits in Gradio's queue for it)
-        self._stop_flags: dict[str, threading.Event] = {}
-        self._stop_lock = threading.Lock()
 
     # ---- loading -----------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, checkpoint: str | None = None, device: str | None = None) -> DemoService:
-        """Load the shipped (or given) checkpoint; fall back to an untrained demo model if none exists.
-
-        A checkpoint path that was asked for explicitly but does not exist is an error, not a fallback:
-        silently showing noise instead of the model someone pointed at would be misleading.
-        """
-        device = resolve_device(device)
-        fallback_reason = path = None
-        try:
-            path = Path(checkpoint) if checkpoint is not None else dir7.default_checkpoint()
-            pipe = dir7.DIR7Pipeline.from_pretrained(path)
-        except FileNotFoundError as exc:
-            if checkpoint is not None:
-                raise
-            # The page gets a short reason; the full one (with server paths) goes to the log only.
-            fallback_reason, path = "no trained checkpoint was found", None
-            log.warning("%s; using a randomly initialised %s model", exc, DEMO_PRESET)
-            pipe = build_untrained_pipeline()
-        pipe = pipe.to(device)
-        start = time.perf_counter()
-        pipe.warm_up()  # compiles the kernels before the first visitor's request, not during it
-        log.info("warm-up (kernels compiled or loaded from the cache): %.1f s", time.perf_counter() - start)
-        return cls(pipe, fallback_reason=fallback_reason, checkpoint_path=path)
+    def load(cls, checkpoint: str | Path | None = None, device: str | None = None) -> DemoService:
+        """One model: the given checkpoint, else the default of :meth:`ModelRegistry.discover`."""
+        return ModelRegistry.discover(None if checkpoint is None else [checkpoint], device=device).get()
 
     # ---- facts for the page ------------------------------------------------------------------
 
@@ -260,7 +250,7 @@ class DemoService:
         summary = info.get("summary") or "A DIR-7 model (its card has no summary)."
         card = self.card_location()
         where = f"[model card]({card})" if "://" in card else f"model card: `{card}`"
-        return f"**{info.get('name')}:** {summary} · {where}"
+        return f"**{self.name}:** {summary} · {where}"
 
     def card_location(self) -> str:
         """The model card's URL when the repository's is known (see repo_url), else its path."""
@@ -277,10 +267,9 @@ class DemoService:
     def describe(self) -> str:
         """The model's technical details, one line (under the capability line)."""
         info = self.info
-        name = info.get("name") or DEMO_PRESET
-        if not self.trained and name == "untrained":
-            name = f"{DEMO_PRESET}, random init"
-        bits = [f"Model **{name}**"]
+        bits = [f"Model **{self.name}**"]
+        if not self.trained:
+            bits.append("random init")
         params = info.get("params")
         if isinstance(params, int):
             bits.append(f"{params / 1e6:.1f} M parameters")
@@ -379,29 +368,6 @@ class DemoService:
             )
         return text
 
-    # ---- stopping ----------------------------------------------------------------------------
-
-    def stop_flag(self, session: str) -> threading.Event:
-        """A fresh stop flag for the generation a session starts now (replacing an older one)."""
-        flag = threading.Event()
-        with self._stop_lock:
-            self._stop_flags[session] = flag
-        return flag
-
-    def request_stop(self, session: str) -> bool:
-        """Ask the session's running generation to stop after its current step; False if none runs."""
-        with self._stop_lock:
-            flag = self._stop_flags.get(session)
-        if flag is None:
-            return False
-        flag.set()
-        return True
-
-    def release_stop_flag(self, session: str, flag: threading.Event) -> None:
-        with self._stop_lock:
-            if self._stop_flags.get(session) is flag:
-                del self._stop_flags[session]
-
     # ---- sampling ----------------------------------------------------------------------------
 
     def generate(
@@ -436,7 +402,7 @@ class DemoService:
                 timesteps.append(int(ev.timestep))
                 final = ev.images[0] if ev.images else None
                 if final is not None:
-                    final.info.update(png_text(request, self.pipe.name, self.pipe.config.guidance_interval))
+                    final.info.update(png_text(request, self.name, self.pipe.config.guidance_interval))
                 yield StepUpdate(
                     step=int(ev.step) + 1,
                     total=int(ev.total),
@@ -460,7 +426,9 @@ class DemoService:
     def save_png(self, image: Image.Image, request: GenerationRequest) -> Path:
         """Write the final image as PNG for download; keeps only the most recent files on disk."""
         self._tmp_dir.mkdir(parents=True, exist_ok=True)
-        path = self._tmp_dir / f"dir7_seed{request.seed}_{request.num_inference_steps}steps_{secrets.token_hex(4)}.png"
+        model = re.sub(r"[^\w.-]+", "-", self.name)  # a name given as a path (see discover) has slashes
+        name = f"{model}_seed{request.seed}_{request.num_inference_steps}steps_{secrets.token_hex(4)}.png"
+        path = self._tmp_dir / name
         pnginfo = PngImagePlugin.PngInfo()
         for key, value in image.info.items():
             if isinstance(value, str):
@@ -471,6 +439,152 @@ class DemoService:
             while len(self._recent_files) > 64:
                 self._recent_files.popleft().unlink(missing_ok=True)
         return path
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model the page offers, before it is loaded."""
+
+    name: str  # unique among the page's models: the selector's entry and the API's ``model`` value
+    path: Path | None = None  # its model directory; None for the untrained stand-in
+    fallback_reason: str | None = None  # why the untrained stand-in is there
+
+    def load(self, device: str) -> DemoService:
+        """Read the weights, move them to ``device`` and warm up (seconds on a CPU; see warm_up)."""
+        pipe = build_untrained_pipeline() if self.path is None else dir7.DIR7Pipeline.from_pretrained(self.path)
+        pipe = pipe.to(device)
+        start = time.perf_counter()
+        pipe.warm_up()  # compiles the kernels before the model's first request, not during it
+        log.info("%s loaded; warm-up (kernels compiled or loaded from the cache): %.1f s",
+                 self.name, time.perf_counter() - start)
+        return DemoService(pipe, name=self.name, fallback_reason=self.fallback_reason, checkpoint_path=self.path)
+
+
+class ModelRegistry:
+    """The models the page offers, by name, the first being the default. Each is loaded on first
+    use (:meth:`get`) and then kept: visitors switch between models without waiting twice."""
+
+    def __init__(self, sources: Sequence[ModelSource], device: str | None = None,
+                 loaded: Sequence[DemoService] = ()):
+        if not sources:
+            raise ValueError("a ModelRegistry needs at least one model")
+        self.device = resolve_device(device)
+        self._sources = {source.name: source for source in sources}
+        if len(self._sources) < len(sources):
+            raise ValueError(f"two models are named alike: {', '.join(s.name for s in sources)}")
+        self._loaded = {service.name: service for service in loaded}
+        # one lock per model: requests for a model being loaded wait for that one load (instead of
+        # loading it again), while models already loaded stay available
+        self._locks = {name: threading.Lock() for name in self._sources}
+
+    @classmethod
+    def discover(cls, checkpoints: Sequence[str | Path] | None = None, *, device: str | None = None,
+                 root: Path = CHECKPOINTS_DIR) -> ModelRegistry:
+        """The models to offer, none loaded yet.
+
+        ``checkpoints`` (``--checkpoint``, repeatable): exactly those model directories, in that
+        order; else ``$DIR7_CHECKPOINT`` alone; else every model directory shipped in ``root``,
+        ``dir7.default_checkpoint()``'s first, the others by name. With none of them, an untrained
+        stand-in. A directory that was asked for but holds no model is an error, not a fallback:
+        silently showing noise instead of the model someone pointed at would be misleading.
+        Every model's configuration is read now, so a broken one fails at start-up, not when a
+        visitor first selects it (FileNotFoundError, or dir7.CheckpointError).
+        """
+        if checkpoints:
+            paths = [Path(path) for path in checkpoints]
+        elif os.environ.get("DIR7_CHECKPOINT"):
+            paths = [dir7.default_checkpoint()]
+        else:
+            paths = shipped_models(root)
+        for path in paths:
+            dir7.load_configs(path)
+        if not paths:
+            # The page gets a short reason; the log names the folder searched (a server path).
+            log.warning("no model directory in %s; using a randomly initialised %s model", root, DEMO_PRESET)
+            return cls([ModelSource(FALLBACK_NAME, fallback_reason="no trained checkpoint was found")], device)
+        names = [path.name for path in paths]
+        # two runs' models are often both called "ema": then the paths as given tell them apart
+        return cls([ModelSource(str(path) if names.count(path.name) > 1 else path.name, path) for path in paths],
+                   device)
+
+    @classmethod
+    def of(cls, *services: DemoService) -> ModelRegistry:
+        """Models already loaded (tests, the latency benchmark), the first being the default."""
+        sources = [ModelSource(s.name, s.checkpoint_path, s.fallback_reason) for s in services]
+        return cls(sources, device=services[0].device if services else None, loaded=services)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._sources)
+
+    @property
+    def default(self) -> str:
+        return self.names[0]
+
+    def resolve(self, name: Any) -> str:
+        """The model's name; None or "" is the default. InputError for a name not offered here."""
+        if name is None or name == "":
+            return self.default
+        if not isinstance(name, str) or name not in self._sources:
+            raise InputError(f"Unknown model {_short_repr(name)}: this demo serves {', '.join(self.names)}.")
+        return name
+
+    def is_loaded(self, name: Any = None) -> bool:
+        return self.resolve(name) in self._loaded
+
+    def get(self, name: Any = None) -> DemoService:
+        """The model, loaded now if it is its first use (the caller waits: tell the user)."""
+        name = self.resolve(name)
+        with self._locks[name]:
+            if name not in self._loaded:
+                self._loaded[name] = self._sources[name].load(self.device)
+            return self._loaded[name]
+
+    @property
+    def active_generations(self) -> int:
+        return sum(service.active_generations for service in list(self._loaded.values()))
+
+
+def shipped_models(root: Path = CHECKPOINTS_DIR) -> list[Path]:
+    """The model directories in ``root``: ``dir7.default_checkpoint()``'s first, the others by name."""
+    if not root.is_dir():
+        return []
+    try:
+        first = dir7.default_checkpoint().resolve()
+    except FileNotFoundError:
+        first = None
+    models = [path for path in root.iterdir() if (path / MODEL_CONFIG).is_file()]
+    return sorted(models, key=lambda path: (path.resolve() != first, path.name))
+
+
+class StopFlags:
+    """One stop flag per browser session's running generation, whatever its model: the Stop
+    button sets it, the sampling loop reads it between steps (nothing waits in Gradio's queue)."""
+
+    def __init__(self) -> None:
+        self._flags: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, session: str) -> threading.Event:
+        """A fresh stop flag for the generation a session starts now (replacing an older one)."""
+        flag = threading.Event()
+        with self._lock:
+            self._flags[session] = flag
+        return flag
+
+    def request(self, session: str) -> bool:
+        """Ask the session's running generation to stop after its current step; False if none runs."""
+        with self._lock:
+            flag = self._flags.get(session)
+        if flag is None:
+            return False
+        flag.set()
+        return True
+
+    def release(self, session: str, flag: threading.Event) -> None:
+        with self._lock:
+            if self._flags.get(session) is flag:
+                del self._flags[session]
 
 
 def resolve_device(device: str | None) -> str:

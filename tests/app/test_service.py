@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network from tests
 
@@ -16,8 +18,8 @@ from PIL import Image
 import dir7
 from app import service as service_mod
 from app.plots import heatmap_figure, heatmap_spec, to_json, trajectory_figure, trajectory_spec
-from app.service import MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, DemoService, InputError
-from app.ui import build_demo, make_generate_handler
+from app.service import CHECKPOINTS_DIR, MAX_PROMPT_CHARS, MAX_SEED, MAX_STEPS, DemoService, InputError, ModelRegistry
+from app.ui import MODEL_VIEW, build_demo, make_generate_handler, make_model_handler, model_view
 from tests.helpers import REPO, tiny_config
 
 
@@ -205,8 +207,8 @@ def test_handler_streams_figures_and_a_downloadable_png(service):
     assert len(outputs) == 1 + 3  # the "starting" update, then one per step
     first = outputs[0]
     assert first[2] == 5 and "seed 5" in first[1]  # the seed used is shown at once
-    image, status, seed_used, traj, heat, png = outputs[-1]
-    assert isinstance(image, Image.Image) and seed_used == 5
+    image, status, seed_used, traj, heat, png, model_used = outputs[-1]
+    assert isinstance(image, Image.Image) and seed_used == 5 and model_used == service.name
     assert "Done" in status
     # figures go out as plotly JSON (valid figures, without the cost of building them)
     assert traj.type == heat.type == "plotly"
@@ -270,24 +272,35 @@ def test_handler_hides_unexpected_failures_behind_a_short_message(service, monke
 # ---- loading and labelling -------------------------------------------------------------------
 
 
-def test_missing_shipped_checkpoint_falls_back_to_a_labelled_untrained_model(monkeypatch, text_encoder):
-    def no_checkpoint(path=None, **kwargs):
-        raise FileNotFoundError("no DIR-7 checkpoint at checkpoints/dir7-shapes")
+def _blocks(demo: gr.Blocks, elem_id: str) -> list:
+    return [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == elem_id]
 
-    monkeypatch.setattr(dir7.DIR7Pipeline, "from_pretrained", classmethod(lambda cls, *a, **k: no_checkpoint()))
+
+def test_without_any_model_a_labelled_untrained_model_stands_in(monkeypatch, tmp_path, text_encoder):
+    monkeypatch.delenv("DIR7_CHECKPOINT", raising=False)
     monkeypatch.setattr(service_mod, "build_untrained_pipeline", lambda: tiny_pipeline(text_encoder))
-    svc = DemoService.load(device="cpu")
-    assert not svc.trained
+    models = ModelRegistry.discover(device="cpu", root=tmp_path)  # a checkpoints/ folder with nothing in it
+    svc = models.get()
+    assert not svc.trained and models.names == [svc.name] and "untrained" in svc.name
     assert "UNTRAINED" in svc.capability() and "no trained checkpoint" in svc.capability()
     assert "random init" in svc.describe()
-    with build_demo(svc) as demo:  # the warning is the page's first line under the title
-        line = [b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "dir7-capability"]
+    with build_demo(models) as demo:  # the warning is the page's first line under the title
+        line = _blocks(demo, "dir7-capability")
         assert line and "UNTRAINED" in line[0].value and "untrained" in line[0].elem_classes
+        selector = _blocks(demo, "model")[0]  # one model: the selector names it, nothing to choose
+        assert selector.value == svc.name and not selector.interactive
 
 
-def test_an_explicit_missing_checkpoint_is_an_error_not_a_fallback(tmp_path):
+def test_an_explicit_missing_checkpoint_is_an_error_not_a_fallback(tmp_path, save_model, monkeypatch):
     with pytest.raises(FileNotFoundError):
         DemoService.load(checkpoint=str(tmp_path / "nope"), device="cpu")
+    # checked at start-up for every model given, not only the default one that loads then
+    good = save_model(tmp_path, "good", summary="Good.", cross_mode="attention")
+    with pytest.raises(FileNotFoundError, match="nope"):
+        ModelRegistry.discover([good, tmp_path / "nope"], device="cpu")
+    monkeypatch.setenv("DIR7_CHECKPOINT", str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="nope"):
+        ModelRegistry.discover(device="cpu")
 
 
 def test_a_saved_checkpoint_loads_as_trained(tmp_path, text_encoder):
@@ -299,24 +312,12 @@ def test_a_saved_checkpoint_loads_as_trained(tmp_path, text_encoder):
     assert svc.examples == [] and "no summary" in svc.capability()  # a model without a card
 
 
-CARD = """---
-summary: Draws tiny test squares.
-widget:
-- text: a red square
-- text: two blue squares
----
-# tiny
-"""
-
-
 @pytest.fixture(scope="module")
-def carded_service(tmp_path_factory, text_encoder) -> DemoService:
+def carded_service(tmp_path_factory, save_model) -> DemoService:
     """A model directory with a card (summary, examples) and a training vocabulary."""
-    path = tmp_path_factory.mktemp("carded") / "tiny-squares"
-    pipe = tiny_pipeline(text_encoder)
-    pipe.vocabulary = frozenset("a red blue two square squares photo of".split())
-    pipe.save_pretrained(path)
-    (path / "README.md").write_text(CARD)
+    path = save_model(tmp_path_factory.mktemp("carded"), "tiny-squares", summary="Draws tiny test squares.",
+                      examples=["a red square", "two blue squares"],
+                      vocabulary="a red blue two square squares photo of".split())
     return DemoService.load(checkpoint=str(path), device="cpu")
 
 
@@ -326,8 +327,7 @@ def test_the_page_says_what_the_model_draws_and_where_its_card_is(carded_service
     assert str(carded_service.checkpoint_path / "README.md") in line  # outside the repository: its path
     assert carded_service.examples == ["a red square", "two blue squares"]
     with build_demo(carded_service) as demo:
-        texts = [b.value for b in demo.blocks.values() if getattr(b, "elem_id", None) == "dir7-capability"]
-        assert texts == [line]
+        assert [b.value for b in _blocks(demo, "dir7-capability")] == [line]
     monkeypatch.setattr(carded_service, "checkpoint_path", REPO / "checkpoints" / "dir7-shapes")
     monkeypatch.delenv("DIR7_REPO_URL", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
@@ -386,7 +386,196 @@ def test_app_py_options():
     args = script.parse_args([])
     assert (args.host, args.port, args.share, args.checkpoint) == ("127.0.0.1", 7860, False, None)
     args = script.parse_args(["--host", "0.0.0.0", "--port", "9000", "--share", "--checkpoint", "ck"])
-    assert (args.host, args.port, args.share, args.checkpoint) == ("0.0.0.0", 9000, True, "ck")
+    assert (args.host, args.port, args.share, args.checkpoint) == ("0.0.0.0", 9000, True, ["ck"])
+    assert script.parse_args(["--checkpoint", "a", "--checkpoint", "b"]).checkpoint == ["a", "b"]
+
+
+# ---- the models on offer -------------------------------------------------------------------
+
+CIRCLES = {"summary": "Draws tiny circles.", "examples": ["a red circle", "two circles"],
+           "vocabulary": "a red two circle circles".split()}
+SQUARES = {"summary": "Draws tiny squares.", "examples": ["a blue square"], "vocabulary": "a blue square".split(),
+           "sampling": dir7.PipelineConfig(sampler="ddim", num_inference_steps=7, guidance_scale=1.5),
+           "cross_mode": "attention"}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory, save_model) -> ModelRegistry:
+    """Two models side by side, as in checkpoints/: tiny-circles (CrossWKV state) and tiny-squares
+    (softmax attention, other sampling defaults); loaded by the first test that uses them."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    save_model(root, "tiny-circles", **CIRCLES)
+    save_model(root, "tiny-squares", **SQUARES)
+    return ModelRegistry.discover(device="cpu", root=root)
+
+
+def _generate(handler, model, prompt="a red circle", steps=2, seed=3):
+    return list(handler(prompt, "", steps, 2.0, "ddim", seed, False, model))
+
+
+def test_the_repository_offers_its_shipped_models_with_shapes_first(monkeypatch):
+    if not (CHECKPOINTS_DIR / "dir7-shapes" / "config.json").is_file():
+        pytest.skip("the shipped model is not in this checkout")
+    monkeypatch.delenv("DIR7_CHECKPOINT", raising=False)
+    models = ModelRegistry.discover(device="cpu")
+    assert models.default == models.names[0] == "dir7-shapes"
+    assert "emoji-judge" not in models.names  # the evaluation's classifier is no model to sample
+    assert all((CHECKPOINTS_DIR / name / "config.json").is_file() for name in models.names)
+    assert not any(models.is_loaded(name) for name in models.names)  # discovering loads nothing
+
+
+def test_discovery_offers_every_model_directory_or_exactly_those_asked_for(tmp_path, save_model, monkeypatch):
+    monkeypatch.delenv("DIR7_CHECKPOINT", raising=False)
+    b = save_model(tmp_path, "b-model", summary="B.", cross_mode="attention")
+    a = save_model(tmp_path, "a-model", summary="A.", cross_mode="attention")
+    (tmp_path / "judge").mkdir()  # a folder without config.json (like checkpoints/emoji-judge)
+    (tmp_path / "judge" / "README.md").write_text("not a model")
+    (tmp_path / "notes.txt").write_text("not a model")
+    assert ModelRegistry.discover(device="cpu", root=tmp_path).names == ["a-model", "b-model"]
+    assert ModelRegistry.discover([b, a], device="cpu", root=tmp_path).names == ["b-model", "a-model"]
+    monkeypatch.setenv("DIR7_CHECKPOINT", str(b))
+    assert ModelRegistry.discover(device="cpu", root=tmp_path).names == ["b-model"]
+
+
+def test_models_with_the_same_directory_name_are_told_apart_by_their_path(tmp_path, save_model):
+    paths = [save_model(tmp_path / run, "ema", summary=f"{run}.", cross_mode="attention") for run in ("r1", "r2")]
+    assert ModelRegistry.discover(paths, device="cpu").names == [str(p) for p in paths]
+    with pytest.raises(ValueError, match="named alike"):
+        ModelRegistry.discover([paths[0], paths[0]], device="cpu")
+
+
+def test_models_load_on_first_use_and_once_when_asked_for_at_the_same_time(tmp_path, save_model, monkeypatch):
+    for name in ("tiny-a", "tiny-b"):
+        save_model(tmp_path, name, summary=f"{name}.", cross_mode="attention")
+    loads = []
+    original = dir7.DIR7Pipeline.from_pretrained.__func__
+
+    def slow_load(cls, path, *args, **kwargs):
+        loads.append(path.name)
+        time.sleep(0.3)  # long enough for every thread below to ask while the first one loads
+        return original(cls, path, *args, **kwargs)
+
+    monkeypatch.setattr(dir7.DIR7Pipeline, "from_pretrained", classmethod(slow_load))
+    models = ModelRegistry.discover(device="cpu", root=tmp_path)
+    assert loads == [] and not models.is_loaded("tiny-b")
+    barrier = threading.Barrier(4)
+    got = []
+
+    def ask():
+        barrier.wait()
+        got.append(models.get("tiny-b"))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loads == ["tiny-b"] and len(got) == 4 and all(svc is got[0] for svc in got)
+    assert models.is_loaded("tiny-b") and not models.is_loaded("tiny-a")
+    assert models.get("tiny-b") is got[0] and loads == ["tiny-b"]  # kept, not loaded again
+    assert models.get().name == "tiny-a" and loads == ["tiny-b", "tiny-a"]  # no name: the default
+
+
+def test_each_model_has_its_own_card_defaults_vocabulary_and_state(models):
+    circles, squares = models.get("tiny-circles"), models.get("tiny-squares")
+    assert circles.name == "tiny-circles" and squares.name == "tiny-squares"
+    assert "Draws tiny circles." in circles.capability() and "squares" not in circles.capability()
+    assert "Draws tiny squares." in squares.capability() and "tiny-squares" in squares.describe()
+    assert circles.examples == CIRCLES["examples"] and squares.examples == SQUARES["examples"]
+    assert squares.defaults == {"num_inference_steps": 7, "guidance_scale": 1.5, "sampler": "ddim", "seed": 0}
+    default = dir7.PipelineConfig()  # what tiny-circles was saved with
+    assert (circles.defaults["sampler"], circles.defaults["guidance_scale"]) == (default.sampler,
+                                                                                 default.guidance_scale)
+    assert circles.has_state and not squares.has_state
+    # the unknown-word notice follows the model's own training vocabulary
+    assert circles.validate("a blue square", None, 2, 2.0, "ddim", 0)[1][0].startswith(
+        "Never seen in training: blue, square.")
+    assert squares.validate("a blue square", None, 2, 2.0, "ddim", 0)[1] == []
+
+
+def test_an_unknown_model_is_a_clear_error(models):
+    assert models.resolve(None) == models.resolve("") == models.default == "tiny-circles"
+    for bad in ("tiny-triangles", 3, ["tiny-circles"]):
+        with pytest.raises(InputError, match="Unknown model") as info:
+            models.resolve(bad)
+        assert "tiny-circles, tiny-squares" in str(info.value)
+    with pytest.raises(gr.Error, match="Unknown model 'tiny-triangles'"):
+        next(make_generate_handler(models, 0)("a red circle", "", 2, 2.0, "ddim", 0, False, "tiny-triangles"))
+    with pytest.raises(gr.Error, match="Unknown model 'tiny-triangles'"):
+        next(make_model_handler(models)("tiny-triangles"))
+
+
+def test_the_image_says_which_model_made_it(models):
+    handler = make_generate_handler(models, min_update_interval_s=0, figure_interval_s=0)
+    runs = ((None, "tiny-circles", "a red circle"), ("tiny-squares", "tiny-squares", "a blue square"))
+    for model, name, prompt in runs:  # None: the default model
+        outputs = _generate(handler, model, prompt)
+        image, status, _, trajectory, heatmap, png, model_used = outputs[-1]
+        assert model_used == name and all(o[6] == name for o in outputs)
+        assert "Done" in status and name in status
+        assert image.info["model"] == name
+        with Image.open(png) as f:
+            assert f.text["model"] == name and os.path.basename(png).startswith(name)
+        # no recurrent state, no state figures
+        assert (trajectory is None and heatmap is None) == (not models.get(name).has_state)
+
+
+def test_a_generation_keeps_the_model_it_started_with(models):
+    """What the page does when the selector changes during a generation: the run goes on with the
+    model it was started with; the next one uses the newly selected model."""
+    models.get("tiny-squares")
+    stream = make_generate_handler(models, min_update_interval_s=0, figure_interval_s=0)(
+        "a red circle", "", 3, 2.0, "ddim", 0, False, "tiny-circles")
+    first = [next(stream), next(stream)]
+    switched = list(make_model_handler(models)("tiny-squares"))[-1]
+    assert "Draws tiny squares." in switched[MODEL_VIEW.index("capability")]["value"]
+    final = [*first, *stream][-1]
+    assert final[6] == "tiny-circles" and final[0].info["model"] == "tiny-circles"
+
+
+def test_switching_models_shows_a_loading_notice_then_the_model(tmp_path, save_model):
+    save_model(tmp_path, "tiny-circles", **{**CIRCLES, "cross_mode": "attention"})
+    save_model(tmp_path, "tiny-squares", **SQUARES)
+    models = ModelRegistry.discover(device="cpu", root=tmp_path)
+    switch = make_model_handler(models)
+    first, last = switch("tiny-squares")  # not loaded yet: a notice first, then the model's view
+    capability = MODEL_VIEW.index("capability")
+    assert "Loading tiny-squares" in first[capability]["value"]
+    assert all(u == gr.skip() for i, u in enumerate(first) if i != capability)  # the rest stays until then
+    view = model_view(models.get("tiny-squares"))
+    assert [{k: v for k, v in u.items() if k != "__type__"} for u in last] == [view[p] for p in MODEL_VIEW]
+    assert last[MODEL_VIEW.index("plots")]["visible"] is False  # attention: no state to plot
+    assert last[MODEL_VIEW.index("steps")]["value"] == 7
+    assert last[MODEL_VIEW.index("examples")]["samples"] == [["a blue square"]]
+    assert len(list(switch("tiny-squares"))) == 1  # loaded: no notice
+    back = list(switch("tiny-circles"))[-1]
+    assert "Draws tiny circles." in back[MODEL_VIEW.index("capability")]["value"]
+
+
+def test_a_model_that_fails_to_load_gets_a_short_message(tmp_path, save_model):
+    save_model(tmp_path, "tiny-a", summary="A.", cross_mode="attention")
+    broken = save_model(tmp_path, "tiny-b", summary="B.", cross_mode="attention")
+    models = ModelRegistry.discover(device="cpu", root=tmp_path)
+    for weights in broken.glob("*.safetensors"):
+        weights.write_bytes(b"not safetensors")  # damaged after start-up
+    switch = make_model_handler(models)("tiny-b")
+    assert "Loading tiny-b" in next(switch)[MODEL_VIEW.index("capability")]["value"]
+    assert "could not be loaded" in next(switch)[MODEL_VIEW.index("capability")]["value"]  # not "Loading…"
+    with pytest.raises(gr.Error, match="could not be loaded") as info:
+        next(switch)
+    assert str(tmp_path) not in str(info.value) and not models.is_loaded("tiny-b")
+    with pytest.raises(gr.Error, match="could not be loaded"):
+        _generate(make_generate_handler(models, 0), "tiny-b")
+    assert _generate(make_generate_handler(models, 0), "tiny-a")[-1][6] == "tiny-a"  # the others still work
+
+
+def test_the_page_offers_every_model_in_a_selector(models):
+    with build_demo(models) as demo:
+        (selector,) = _blocks(demo, "model")
+        assert [c[1] for c in selector.choices] == models.names and selector.value == "tiny-circles"
+        assert selector.interactive
+        assert "Draws tiny circles." in _blocks(demo, "dir7-capability")[0].value
+        assert _blocks(demo, "examples")[0].raw_samples == [[p] for p in CIRCLES["examples"]]
 
 
 # ---- figures ---------------------------------------------------------------------------------
