@@ -307,7 +307,7 @@ def markdown_cpu(result: dict) -> str:
         f"timesteps {s['guidance_interval'][0]}-{s['guidance_interval'][1]}"
     lines = ["## DIR-7 against a DiT with cross-attention (CPU, the demo's path)", "",
              f"{env_['cpu']}, {env_['threads']} threads, {env_['date']}, torch {env_['torch']}, float32. "
-             f"The shipped model ({result['model']}, {result['ours_params'] / 1e6:.2f}M parameters, "
+             f"DIR-7 ({result['model']}, {result['ours_params'] / 1e6:.2f}M parameters, "
              f"{result['tokens']} image tokens) against a DiT of {result['dit_params'] / 1e6:.2f}M "
              f"(depth {result['dit_depth']}) at the same resolution, in one process, interleaved.", "",
              "| | DIR-7 | DiT | DiT time / DIR-7 time |", "|---|---|---|---|",
@@ -315,7 +315,7 @@ def markdown_cpu(result: dict) -> str:
              f"| one image: {s['num_inference_steps']} {s['sampler']} steps, guidance {s['guidance_scale']:g} at "
              f"{interval} | {i['ours']:.2f} s | {i['dit']:.2f} s | {i['dit'] / i['ours']:.2f}x |",
              f"| the same with the state statistics the demo plots | {i['ours_with_stats']:.2f} s | — | — |",
-             "", "```", COMMANDS["cpu"], "```", ""]
+             "", "```", result.get("command", COMMANDS["cpu"]), "```", ""]
     return "\n".join(lines)
 
 
