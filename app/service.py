@@ -502,10 +502,7 @@ class ModelRegistry:
             # The page gets a short reason; the log names the folder searched (a server path).
             log.warning("no model directory in %s; using a randomly initialised %s model", root, DEMO_PRESET)
             return cls([ModelSource(FALLBACK_NAME, fallback_reason="no trained checkpoint was found")], device)
-        names = [path.name for path in paths]
-        # two runs' models are often both called "ema": then the paths as given tell them apart
-        return cls([ModelSource(str(path) if names.count(path.name) > 1 else path.name, path) for path in paths],
-                   device)
+        return cls([ModelSource(name, path) for name, path in zip(model_names(paths), paths)], device)
 
     @classmethod
     def of(cls, *services: DemoService) -> ModelRegistry:
@@ -543,6 +540,20 @@ class ModelRegistry:
     @property
     def active_generations(self) -> int:
         return sum(service.active_generations for service in list(self._loaded.values()))
+
+
+def model_names(paths: Sequence[Path]) -> list[str]:
+    """Each model's name: its folder's, or where two folders share one (two runs' "ema") the
+    fewest trailing path parts that tell them apart ("run1/ema"). Never the whole server path:
+    the names are shown to visitors and written into the images."""
+    parts = [path.resolve().parts for path in paths]
+    if len(set(parts)) < len(parts):
+        raise ValueError(f"a model was given twice: {', '.join(map(str, paths))}")
+    for n in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-n:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    raise AssertionError("unreachable: distinct paths differ in some trailing part")
 
 
 def shipped_models(root: Path = CHECKPOINTS_DIR) -> list[Path]:

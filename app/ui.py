@@ -181,12 +181,26 @@ def make_generate_handler(models: ModelRegistry | DemoService,
             name = models.resolve(model)
         except InputError as exc:
             raise _input_error(exc) from None
-        service = yield from _load_model(  # the notice goes in the status line
-            models, name, lambda text: (gr.skip(), text, gr.skip(), gr.skip(), gr.skip(), gr.skip(), name))
+        session = getattr(gr_request, "session_hash", None)
+        # the flag exists from the click on, so Stop also works while the model is still loading
+        stop = stops.start(session) if session else threading.Event()
         try:
-            request, notices = service.validate(
-                prompt, negative_prompt, num_inference_steps, guidance_scale, sampler, seed, randomize_seed
-            )
+            yield from _run(name, stop, (prompt, negative_prompt, num_inference_steps, guidance_scale, sampler, seed,
+                                         randomize_seed))
+        finally:
+            if session:
+                stops.release(session, stop)
+
+    def _run(name: str, stop: threading.Event, inputs: tuple) -> Iterator[tuple[Any, ...]]:
+        """One generation with model ``name``, from loading it (if it is its first use) to the final image."""
+        service = yield from _load_model(  # the loading notice goes in the status line
+            models, name, lambda text: (gr.skip(), text, gr.skip(), gr.skip(), gr.skip(), gr.skip(), name))
+        if stop.is_set():  # stopped while the model loaded
+            yield (gr.skip(), f"**Stopped** before the first step · {name}. Press Generate to start again.",
+                   gr.skip(), gr.skip(), gr.skip(), gr.skip(), name)
+            return
+        try:
+            request, notices = service.validate(*inputs)
         except InputError as exc:
             raise _input_error(exc) from None
         for note in notices:
@@ -204,8 +218,6 @@ def make_generate_handler(models: ModelRegistry | DemoService,
         )
         update = None
         last_sent = last_figures = float("-inf")  # the first step is always streamed at once
-        session = getattr(gr_request, "session_hash", None)
-        stop = stops.start(session) if session else threading.Event()
         try:
             for update in service.generate(request, should_stop=stop.is_set):
                 now = time.monotonic()
@@ -238,9 +250,6 @@ def make_generate_handler(models: ModelRegistry | DemoService,
                 title="Something went wrong",
                 print_exception=False,
             ) from None
-        finally:
-            if session:
-                stops.release(session, stop)
         if stop.is_set() and (update is None or not update.done):
             # the last word of this run, so no in-flight step update can overwrite it
             yield (gr.skip(), _stopped_markdown(update, request, name), request.seed, gr.skip(), gr.skip(), gr.skip(),

@@ -166,7 +166,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "shapes": TrainConfig(batch_size=512, steps=5000, lr=2e-4, warmup=200, lr_schedule="cosine", workers=5,
                           sample_every=0, log_every=100, compile=True, text_pad_multiple=48,
                           kind_weights=SHAPES_KIND_WEIGHTS, snr_gamma=5.0),
-    # the shipped emoji model from scratch on one GPU (recipes/dir7-emoji.sh): the shapes recipe's
+    # the emoji model from scratch on one GPU (recipes/dir7-emoji.sh; run 1 in docs/training.md): the shapes recipe's
     # optimiser with the from-scratch learning rate of the shapes model's first stage; every emoji
     # caption is at most 30 tokens, so one padded length (one compile)
     "emoji": TrainConfig(batch_size=512, steps=2000, lr=5e-4, warmup=200, lr_schedule="cosine", workers=5,
@@ -409,7 +409,6 @@ def _setup_distributed(device_arg: str) -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
-@torch.no_grad()
 def sample_prompts(tc: TrainConfig) -> tuple[str, ...]:
     """The fixed prompts of a run's sample grids: the emoji set's own for emoji data, else shapes'."""
     if tc.data.startswith("emoji:"):

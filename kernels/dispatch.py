@@ -148,7 +148,7 @@ def adaln_modulate(x, shift, scale, eps):
     """``LayerNorm(x) * (1 + scale) + shift`` in ``shift``'s dtype; see kernels/adaln.py. One
     Triton pass for CUDA tensors (no float64), the PyTorch reference elsewhere (the CPU's
     LayerNorm and addcmul are already one pass each there)."""
-    if x.is_cuda and shift.is_cuda and x.dtype != torch.float64:
+    if x.is_cuda and shift.is_cuda and scale.is_cuda and x.dtype != torch.float64:
         fn = _triton_adaln()
         if fn is not None:
             return fn(x, shift, scale, eps)

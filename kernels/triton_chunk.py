@@ -56,7 +56,9 @@ import triton.language as tl
 from .naive import check_wkv7_inputs
 from .triton_common import block_size, contiguous, dot_precision, fwd_precision, mm, unit_lower_inverse
 
-# Launch defaults, chosen on an H100 by ``python -m benchmarks.wkv7 --sweep`` (docs/performance.md).
+# Launch defaults: the forward's and the fused backward's chosen on an H100 by ``python -m
+# benchmarks.wkv7 --sweep``, the split backward's on an H200 by ``python -m benchmarks.wkv7_bwd
+# --sweep`` (docs/performance.md, docs/wkv7-kernel-notes.md).
 DEFAULT_CHUNK = 16        # chunk length of the inference forward
 DEFAULT_FWD_BV = 32       # V columns per forward program (V may be split for parallelism)
 DEFAULT_FWD_WARPS = 2
@@ -220,8 +222,9 @@ def _chunk_bwd_step(
     SPREC: tl.constexpr,       # the products with a V side (S0, dS, v, u, dO and their chain)
 ):
     """Every gradient of one chunk (written), given the state entering it and the gradient of
-    the state leaving it (the whole V). Returns dS0, the gradient of the entering state (the
-    split backward ignores it, so the compiler drops its products there)."""
+    the state leaving it (the whole V). Returns dS0, the gradient of the entering state, which
+    the fused backward carries to the chunk before. (The split backward's per-chunk kernel does
+    the same algebra in its own form, walking V in tiles.)"""
     o_c = tl.arange(0, C)
     o_k = tl.arange(0, BK)
     o_v = tl.arange(0, BV)

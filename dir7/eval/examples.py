@@ -19,6 +19,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from .emoji import PROMPTS_HELDOUT
 from .shapes import TASKS, read_report_images
 
 
@@ -33,8 +34,10 @@ def report_records(paths: list[str]) -> list[dict]:
         except (OSError, json.JSONDecodeError, AttributeError) as e:
             raise SystemExit(f"error: {path}: not a report ({e})") from None
         if emoji:
+            # a report of the held-out pairs' prompt file holds no candidate: those pairs were never trained on
+            heldout = Path(report["settings"].get("prompts", "")).name == PROMPTS_HELDOUT.name
             records += [{"tag": r["style"], "prompt": r["prompt"], "passed": r["concept_top1"],
-                         "split": "in_distribution"} for r in report["details"]]
+                         "split": "heldout" if heldout else "in_distribution"} for r in report["details"]]
         else:
             records += read_report_images([path])
     return records

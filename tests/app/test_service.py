@@ -437,11 +437,14 @@ def test_discovery_offers_every_model_directory_or_exactly_those_asked_for(tmp_p
     assert ModelRegistry.discover(device="cpu", root=tmp_path).names == ["b-model"]
 
 
-def test_models_with_the_same_directory_name_are_told_apart_by_their_path(tmp_path, save_model):
+def test_models_with_the_same_directory_name_are_told_apart_without_their_server_path(tmp_path, save_model,
+                                                                                      monkeypatch):
     paths = [save_model(tmp_path / run, "ema", summary=f"{run}.", cross_mode="attention") for run in ("r1", "r2")]
-    assert ModelRegistry.discover(paths, device="cpu").names == [str(p) for p in paths]
-    with pytest.raises(ValueError, match="named alike"):
-        ModelRegistry.discover([paths[0], paths[0]], device="cpu")
+    assert ModelRegistry.discover(paths, device="cpu").names == ["r1/ema", "r2/ema"]  # not tmp_path/...
+    with pytest.raises(ValueError, match="given twice"):
+        ModelRegistry.discover([paths[0], tmp_path / "r1" / "." / "ema"], device="cpu")
+    monkeypatch.chdir(paths[0])
+    assert ModelRegistry.discover(["."], device="cpu").names == ["ema"]  # the folder's own name, not ""
 
 
 def test_models_load_on_first_use_and_once_when_asked_for_at_the_same_time(tmp_path, save_model, monkeypatch):
@@ -520,17 +523,24 @@ def test_the_image_says_which_model_made_it(models):
         assert (trajectory is None and heatmap is None) == (not models.get(name).has_state)
 
 
-def test_a_generation_keeps_the_model_it_started_with(models):
-    """What the page does when the selector changes during a generation: the run goes on with the
-    model it was started with; the next one uses the newly selected model."""
-    models.get("tiny-squares")
-    stream = make_generate_handler(models, min_update_interval_s=0, figure_interval_s=0)(
-        "a red circle", "", 3, 2.0, "ddim", 0, False, "tiny-circles")
-    first = [next(stream), next(stream)]
-    switched = list(make_model_handler(models)("tiny-squares"))[-1]
-    assert "Draws tiny squares." in switched[MODEL_VIEW.index("capability")]["value"]
-    final = [*first, *stream][-1]
-    assert final[6] == "tiny-circles" and final[0].info["model"] == "tiny-circles"
+def test_stop_works_while_the_model_is_still_loading(tmp_path, save_model):
+    """Stop pressed during a first use's load: no sampling afterwards, and the flag is released."""
+    from types import SimpleNamespace
+
+    from app.service import StopFlags
+
+    save_model(tmp_path, "tiny-circles", **CIRCLES)
+    models = ModelRegistry.discover(device="cpu", root=tmp_path)
+    stops = StopFlags()
+    stream = make_generate_handler(models, 0, 0, stops=stops)(
+        "a red circle", "", 3, 2.0, "ddim", 0, False, "tiny-circles", SimpleNamespace(session_hash="s1"))
+    notice = next(stream)  # the loading notice: the model is not loaded yet
+    assert "Loading tiny-circles" in notice[1]
+    assert stops.request("s1")  # the page's Stop button finds this run's flag
+    outputs = list(stream)
+    assert len(outputs) == 1 and "Stopped" in outputs[0][1] and "before the first step" in outputs[0][1]
+    assert not stops.request("s1")  # the run is over: its flag is gone
+    assert models.is_loaded("tiny-circles")  # the load itself finished and is kept
 
 
 def test_switching_models_shows_a_loading_notice_then_the_model(tmp_path, save_model):

@@ -15,9 +15,9 @@ def _shapes_report(path, rows):
     return str(path)
 
 
-def _emoji_report(path, rows):
+def _emoji_report(path, rows, prompts="dir7/eval/emoji_prompts_showcase.jsonl"):
     details = [{"style": s, "prompt": p, "concept_top1": ok} for s, p, ok in rows]
-    path.write_text(json.dumps({"settings": {"benchmark": "emoji"}, "details": details}))
+    path.write_text(json.dumps({"settings": {"benchmark": "emoji", "prompts": prompts}, "details": details}))
     return str(path)
 
 
@@ -40,6 +40,10 @@ def test_emoji_examples_are_the_best_prompt_of_each_style_across_reports(tmp_pat
         "a cat face in Noto style", "a pizza in Twemoji style"]  # the cat (2 of 2) outranks the dog (1 of 2)
     assert main(["examples", a, b, "--min-pass", "0.5", "--per-task", "2"]) == [
         "a cat face in Noto style", "a dog face in Noto style", "a pizza in Twemoji style"]
+    # a held-out pair is never an example, however well it was drawn
+    held = _emoji_report(tmp_path / "h.json", [("openmoji", "a fox in OpenMoji style", True)],
+                         prompts="/x/dir7/eval/emoji_prompts_heldout.jsonl")
+    assert main(["examples", a, held]) == ["a cat face in Noto style", "a pizza in Twemoji style"]
 
 
 def test_shapes_examples_keep_the_task_order_and_skip_heldout_prompts(tmp_path):

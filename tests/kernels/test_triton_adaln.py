@@ -33,6 +33,7 @@ SHAPES = [
     pytest.param(1, 1, 8, f32, f32, id="T1"),
     pytest.param(2, 19, 24, f32, f32, id="T19-D24"),
     pytest.param(3, 33, 40, f32, bf16, id="mixed"),
+    pytest.param(2, 9, 600, f32, bf16, id="D600"),  # wide rows: fewer rows per program
     pytest.param(2, 1030, 384, f32, bf16, id="gpu-T1030-D384", marks=needs_cuda),
     pytest.param(4, 256, 192, bf16, bf16, id="gpu-bf16", marks=needs_cuda),
 ]
