@@ -119,9 +119,11 @@ def _with_notices(text: str, notices: list[str]) -> str:
     return text + "".join(f"\n\n⚠️ {note}" for note in notices)
 
 
-def _stopped_markdown(update: StepUpdate | None, request: GenerationRequest, model: str) -> str:
+def _stopped_markdown(update: StepUpdate | None, model: str, seed: int | None = None) -> str:
+    """The last status of a stopped run (``seed`` None: stopped before its inputs were read)."""
     done = f" after step {update.step} of {update.total}" if update is not None else " before the first step"
-    return f"**Stopped**{done}, seed {request.seed} · {model}. Press Generate to start again."
+    seed_text = f", seed {seed}" if seed is not None else ""
+    return f"**Stopped**{done}{seed_text} · {model}. Press Generate to start again."
 
 
 def _input_error(exc: InputError) -> gr.Error:
@@ -196,8 +198,7 @@ def make_generate_handler(models: ModelRegistry | DemoService,
         service = yield from _load_model(  # the loading notice goes in the status line
             models, name, lambda text: (gr.skip(), text, gr.skip(), gr.skip(), gr.skip(), gr.skip(), name))
         if stop.is_set():  # stopped while the model loaded
-            yield (gr.skip(), f"**Stopped** before the first step · {name}. Press Generate to start again.",
-                   gr.skip(), gr.skip(), gr.skip(), gr.skip(), name)
+            yield (gr.skip(), _stopped_markdown(None, name), gr.skip(), gr.skip(), gr.skip(), gr.skip(), name)
             return
         try:
             request, notices = service.validate(*inputs)
@@ -252,8 +253,8 @@ def make_generate_handler(models: ModelRegistry | DemoService,
             ) from None
         if stop.is_set() and (update is None or not update.done):
             # the last word of this run, so no in-flight step update can overwrite it
-            yield (gr.skip(), _stopped_markdown(update, request, name), request.seed, gr.skip(), gr.skip(), gr.skip(),
-                   name)
+            yield (gr.skip(), _stopped_markdown(update, name, request.seed), request.seed, gr.skip(), gr.skip(),
+                   gr.skip(), name)
             return
         if update is None or not update.done:
             # Only reached if the pipeline stopped early without a final image.

@@ -20,7 +20,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .emoji import PROMPTS_HELDOUT
-from .shapes import TASKS, read_report_images
+from .shapes import TASKS
 
 
 def report_records(paths: list[str]) -> list[dict]:
@@ -39,7 +39,10 @@ def report_records(paths: list[str]) -> list[dict]:
             records += [{"tag": r["style"], "prompt": r["prompt"], "passed": r["concept_top1"],
                          "split": "heldout" if heldout else "in_distribution"} for r in report["details"]]
         else:
-            records += read_report_images([path])
+            try:  # the report is read already: its images, not a second read of the file
+                records += report["images"]
+            except (KeyError, TypeError) as e:
+                raise SystemExit(f"error: {path}: not a ShapesEval report ({e})") from None
     return records
 
 
