@@ -99,6 +99,8 @@ class TrainConfig:
                                     # every shapes caption (longest seen: 35 tokens), so one compile
     device: str = "auto"            # "cuda", "cpu" or "auto"
     max_steps_this_run: int = 0     # stop after this many steps of this invocation (0: no limit)
+    stop_step: int = 0              # stop (saving) once the run reaches this step, however many invocations
+                                    # it took; the schedule stays the one of `steps` (0: run to `steps`)
     time_limit_min: float = 0.0     # stop (saving first) after this many minutes of this invocation (0: none)
     init_from: str = ""             # start a *new* run from these weights (see load_initial_weights); "" = random init
     grow_depth: int = 0             # with init_from: train a model this many (even) blocks deeper, whose new
@@ -362,6 +364,19 @@ def lr_at(tc: TrainConfig, step: int) -> float:
     return tc.lr
 
 
+def trim_log(path: Path, step: int) -> None:
+    """Drop the log lines of steps after ``step``: an interrupted run logged steps past its last
+    checkpoint, and resuming redoes them, so keeping them would list those steps twice."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(path)  # atomic: a crash here leaves the old log, never half of one
+
+
 def ema_decay_at(tc: TrainConfig, step: int) -> float:
     # ramp-up: early on the EMA would otherwise be dominated by the random init
     return min(tc.ema_decay, (1 + step) / (10 + step))
@@ -492,9 +507,12 @@ def train(tc: TrainConfig) -> Path:
     loader = make_loader(tc, cfg.image_size, start=step * tc.batch_size, rank=rank, world=world)
     batches = iter(loader)
     out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        trim_log(out / "log.jsonl", step)
     log_file = (out / "log.jsonl").open("a") if rank == 0 else None
     pbar = tqdm(total=tc.steps, initial=step, desc="train", disable=rank != 0, dynamic_ncols=True)
-    stop_at = min(tc.steps, step + tc.max_steps_this_run) if tc.max_steps_this_run else tc.steps
+    stop_at = min(tc.steps, tc.stop_step or tc.steps,
+                  step + tc.max_steps_this_run if tc.max_steps_this_run else tc.steps)
     B, S = tc.batch_size, cfg.image_size
     mine = slice(rank, None, world)  # this rank's positions in the global batch (IndexSampler order)
     t_start = t_log = time.perf_counter()

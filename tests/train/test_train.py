@@ -68,6 +68,10 @@ def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(tmp_path,
     for prefix in ("model", "optimizer", "rng"):
         assert_same(tensors(full, prefix), tensors(resumed, prefix))
     assert_same(tensors(full / "ema", "model"), tensors(resumed / "ema", "model"))
+    # the steps redone after the crash are logged once, as in the uninterrupted run
+    def logged(run):
+        return [json.loads(line)["step"] for line in (run.parent / "log.jsonl").read_text().splitlines()]
+    assert logged(resumed) == logged(full) == [2, 4, 6]
     # the EMA checkpoint is a pipeline checkpoint
     pipe = dir7_pipeline(resumed / "ema")
     assert pipe.model.config.dim == 64
@@ -296,3 +300,15 @@ def test_padding_captions_to_a_longer_multiple_does_not_change_training(tmp_path
     assert_same(tensors(short, "model"), tensors(long, "model"), exact=False)
     with pytest.raises(ValueError, match="text_pad_multiple"):
         train(tiny_run(tmp_path / "p0", text_pad_multiple=0))
+
+
+def test_stop_step_ends_the_run_at_that_step_however_often_it_is_rerun(tmp_path):
+    # log_every=1: the log says which steps ran
+    run = dict(stop_step=4, log_every=1, save_every=2)
+    train(tiny_run(tmp_path / "r", max_steps_this_run=3, **run))  # interrupted at step 3
+    train(tiny_run(tmp_path / "r", **run))                        # resumed at step 2 (last save)
+    train(tiny_run(tmp_path / "r", **run))                        # already there: trains nothing
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
+    state = json.loads((tmp_path / "r" / "checkpoint" / "train_state.json").read_text())
+    assert state["step"] == 4
