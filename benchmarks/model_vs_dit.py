@@ -297,6 +297,8 @@ def markdown_gpu(result: dict) -> str:
             f"| {r['tokens']} ({r['batch']}) | {r['ours_params'] / 1e6:.2f}M / {r['dit_params'] / 1e6:.2f}M "
             f"({r['dit_depth']}) | {_cell(oe, de, 'forward_ms')} | {_cell(oc, dc, 'forward_ms')} "
             f"| {_cell(oe, de, 'train_step_ms')} | {_cell(oc, dc, 'train_step_ms')} | {mem} |")
+    if result.get("note"):  # e.g. cells measured in separate runs (--cells), at different commits
+        lines += ["", result["note"]]
     lines += ["", "```", COMMANDS["gpu"], "```", ""]
     return "\n".join(lines)
 
