@@ -214,6 +214,9 @@ def profile(model, cfg, batch: int, device, top: int = 30) -> dict:
 
 def cpu_main(args) -> dict:
     torch.set_num_threads(args.threads)
+    # the demo's process keeps freed memory (dir7.keep_freed_memory, called by app.py); both models
+    # run under the same setting
+    allocator = "app" if args.allocator == "app" and dir7.keep_freed_memory() else "default"
     device = torch.device("cpu")
     enc = dir7.TextEncoder.from_pretrained()
     path = Path(args.checkpoint) if args.checkpoint else SHIPPED_CHECKPOINT
@@ -226,7 +229,7 @@ def cpu_main(args) -> dict:
     prompt = "a big red circle to the left of a small blue square"
     result = {"env": env(device, args.threads), "model": path.name, "ours_params": ours.model.num_parameters(),
               "dit_params": dit.model.num_parameters(), "dit_depth": dit_cfg.depth,
-              "tokens": ours.model.config.num_tokens, "sampling": defaults.to_dict()}
+              "tokens": ours.model.config.num_tokens, "sampling": defaults.to_dict(), "allocator": allocator}
 
     # one guided forward: the batch [unconditional; conditional] of one image
     text, mask = enc(["", prompt])
@@ -308,8 +311,10 @@ def markdown_cpu(result: dict) -> str:
     interval = "every step" if s["guidance_interval"] is None else \
         f"timesteps {s['guidance_interval'][0]}-{s['guidance_interval'][1]}"
     lines = ["## DIR-7 against a DiT with cross-attention (CPU, the demo's path)", "",
-             f"{env_['cpu']}, {env_['threads']} threads, {env_['date']}, torch {env_['torch']}, float32. "
-             f"DIR-7 ({result['model']}, {result['ours_params'] / 1e6:.2f}M parameters, "
+             f"{env_['cpu']}, {env_['threads']} threads, {env_['date']}, torch {env_['torch']}, float32"
+             + (", freed memory kept by malloc as in the demo (dir7.keep_freed_memory). "
+                if result.get("allocator") == "app" else ". ")
+             + f"DIR-7 ({result['model']}, {result['ours_params'] / 1e6:.2f}M parameters, "
              f"{result['tokens']} image tokens) against a DiT of {result['dit_params'] / 1e6:.2f}M "
              f"(depth {result['dit_depth']}) at the same resolution, in one process, interleaved.", "",
              "| | DIR-7 | DiT | DiT time / DIR-7 time |", "|---|---|---|---|",
@@ -334,6 +339,9 @@ def main() -> int:
     ap.add_argument("--checkpoint", default=None, help="the DIR-7 model timed on the CPU (default: the shipped one)")
     ap.add_argument("--images", type=int, default=3, help="CPU: whole images per model (median)")
     ap.add_argument("--forwards", type=int, default=10, help="CPU: single forwards per model (median)")
+    ap.add_argument("--allocator", choices=("app", "default"), default="app",
+                    help="CPU: 'app' keeps freed memory as the demo does (dir7.keep_freed_memory), 'default' "
+                         "leaves the C library's malloc settings alone")
     ap.add_argument("--profile", action="store_true", help="GPU: also profile our eager forward and step")
     ap.add_argument("--tokens", default="1024,4096", type=lambda v: [int(x) for x in v.split(",")],
                     help="GPU: image token counts to time (comma-separated)")

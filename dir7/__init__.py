@@ -9,6 +9,7 @@ Public API (everything the app and notebooks use):
     diffusion_loss, drop_captions, make_scheduler        training objective
     state_rms, stable_rank, StateStats                   state statistics
     wkv7                                                 the WKV recurrence (dispatching)
+    keep_freed_memory                                    a CPU application's malloc setting (the demo's)
 """
 
 from .checkpoint import CheckpointError
@@ -29,6 +30,7 @@ from .pipeline import (
     load_configs,
     parse_guidance_interval,
 )
+from .runtime import keep_freed_memory
 from .rwkv7 import ChannelMix, CrossWKV, LoRA, TimeMix
 from .stats import StateStats, layer_head_stats, stable_rank, state_rms
 from .text_encoder import DEFAULT_TEXT_ENCODER, TextEncoder
@@ -61,6 +63,7 @@ __all__ = [
     "drop_captions",
     "format_guidance_interval",
     "image_grid",
+    "keep_freed_memory",
     "layer_head_stats",
     "load_configs",
     "make_scheduler",

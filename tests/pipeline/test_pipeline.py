@@ -278,3 +278,15 @@ def test_text_encoder_width_must_match_the_model(text_encoder):
 
 def test_pipeline_info_marks_untrained_models(pipe):
     assert pipe.info["trained"] is False and pipe.info["params"] == pipe.model.num_parameters()
+
+
+def test_keep_freed_memory_applies_on_glibc_and_is_a_no_op_elsewhere():
+    import platform
+    import subprocess
+    import sys
+
+    # in a child: the setting is process-wide, and the test process should not carry it
+    out = subprocess.run([sys.executable, "-c", "import dir7; print(dir7.keep_freed_memory())"],
+                         capture_output=True, text=True, check=True).stdout.split()[-1]
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert out == str(glibc)
