@@ -24,10 +24,11 @@ def keep_freed_memory() -> bool:
     A CPU forward allocates and frees hundreds of activations of 0.1-2.4 MB. By default glibc
     serves blocks above its mmap threshold (128 KiB at first) with fresh mmaps and trims the
     heap top beyond 128 KiB, so those pages go back to the kernel and every reuse page-faults
-    them in again, zeroed. Raising both thresholds keeps them in the heap: the shipped model's
-    guided forward on two cores took about 10% less time (261 against 296 ms, the medians of two
-    runs each of ``python -m benchmarks.model_vs_dit --device cpu`` with ``--allocator app``, the
-    default, and ``--allocator default``; the DiT gained about as much). The cost: the process
+    them in again, zeroed. Raising both thresholds keeps them in the heap. On two cores the
+    shipped model's guided forward took 307 / 252 ms with it against 313 / 296 ms without, and an
+    image 5.36 / 5.42 s against 5.88 / 6.32 s (two alternating runs each of ``python -m
+    benchmarks.model_vs_dit --device cpu`` with ``--allocator app`` and ``--allocator default``;
+    results/benchmarks/allocator/): a gain of about 10%, near that machine's run-to-run noise. The cost: the process
     keeps its peak heap (tens of MB here) instead of returning it between requests.
 
     Returns whether the settings were applied: False where the C library is not glibc (macOS,

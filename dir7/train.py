@@ -366,14 +366,24 @@ def lr_at(tc: TrainConfig, step: int) -> float:
 
 def trim_log(path: Path, step: int) -> None:
     """Drop the log lines of steps after ``step``: an interrupted run logged steps past its last
-    checkpoint, and resuming redoes them, so keeping them would list those steps twice."""
+    checkpoint, and resuming redoes them, so keeping them would list those steps twice. A line
+    cut short by the interruption (not valid JSON) goes too. A run that starts at step 0 (no
+    checkpoint yet) keeps no line: its directory's log is then that of a run it replaces."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
-    if len(kept) != len(lines):
+
+    def logged_step(line: str) -> int | None:
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    text = path.read_text()
+    kept = "".join(line.rstrip("\n") + "\n" for line in text.splitlines()
+                   if (s := logged_step(line)) is not None and s <= step)
+    if kept != text:
         tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(kept))
+        tmp.write_text(kept)
         tmp.replace(path)  # atomic: a crash here leaves the old log, never half of one
 
 
@@ -452,6 +462,8 @@ def train(tc: TrainConfig) -> Path:
         raise ValueError(f"text_pad_multiple must be >= 1, got {tc.text_pad_multiple}")
     if not (math.isfinite(tc.snr_gamma) and tc.snr_gamma >= 0):
         raise ValueError(f"snr_gamma must be >= 0 (0 turns the weighting off), got {tc.snr_gamma}")
+    if not 0 <= tc.stop_step <= tc.steps:
+        raise ValueError(f"stop_step must lie in 0..steps ({tc.steps}; 0: run to steps), got {tc.stop_step}")
     if tc.grow_depth and not tc.init_from:
         raise ValueError("--grow-depth deepens the --init-from model; give --init-from too")
     if tc.grow_depth:

@@ -9,12 +9,14 @@ images are also denoised with each image's caption swapped for the next image's:
 gain, ``MSE(swapped) / MSE(own) - 1``, says how much the model uses its prompt at that noise
 level (about 0 for a model that ignores the text; it grows first at high t, where the layout
 is decided). A cheap check of a training run's text path, long before a benchmark can tell.
-Runs on the CPU in about a minute at the default batch.
+Runs on the CPU in about a minute at the default batch (two passes per timestep).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
 
@@ -27,7 +29,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--timesteps", default="10,100,300,500,700,900,990")
     ap.add_argument("--snr-gamma", type=float, default=5.0)
-    ap.add_argument("--device", default="cpu", help="cpu | cuda")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--out", default=None, help="also write the rows, with the settings, to this JSON file")
 
 
 def _batch(data: str, n: int, seed: int, image_size: int) -> tuple[torch.Tensor, list[str]]:
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace) -> list[dict]:
     from ..diffusion import diffusion_loss, make_scheduler, min_snr_weights
     from ..pipeline import DIR7Pipeline
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda, but no CUDA GPU is available")
     if args.batch < 2:
         raise SystemExit("error: --batch must be at least 2 (the text gain swaps captions between images)")
     try:
@@ -61,8 +66,14 @@ def run(args: argparse.Namespace) -> list[dict]:
         raise SystemExit(f"error: {e}") from None
     images = images.to(args.device)
     text, mask = enc(captions)
-    # image i gets image i+1's caption (a different prompt wherever the two captions differ)
-    swapped_text, swapped_mask = enc(captions[1:] + captions[:1])
+    # image i gets the caption of the next image whose caption differs (a repeated caption would
+    # be no swap at all and pull the gain toward 0)
+    n = len(captions)
+    others = [next((captions[(i + j) % n] for j in range(1, n) if captions[(i + j) % n] != c), None)
+              for i, c in enumerate(captions)]
+    if None in others:
+        raise SystemExit("error: every image of the batch has the same caption: nothing to swap")
+    swapped_text, swapped_mask = enc(others)
     sched = make_scheduler("ddpm", cfg.num_train_timesteps, cfg.beta_schedule)
     noise = torch.randn(images.shape, generator=torch.Generator().manual_seed(args.seed))
 
@@ -83,4 +94,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                   f"| {100 * gain:+.1f}% |")
             rows.append({"t": step, "abar": abar, "eps_mse": mse, "min_snr_weight": weight,
                          "eps_mse_swapped_text": swapped, "text_gain": gain})
+    if args.out:
+        settings = {k: getattr(args, k) for k in ("checkpoint", "data", "batch", "seed", "device")}
+        Path(args.out).write_text(json.dumps({"settings": settings, "rows": rows}, indent=1) + "\n")
     return rows

@@ -302,13 +302,40 @@ def test_padding_captions_to_a_longer_multiple_does_not_change_training(tmp_path
         train(tiny_run(tmp_path / "p0", text_pad_multiple=0))
 
 
-def test_stop_step_ends_the_run_at_that_step_however_often_it_is_rerun(tmp_path):
-    # log_every=1: the log says which steps ran
-    run = dict(stop_step=4, log_every=1, save_every=2)
-    train(tiny_run(tmp_path / "r", max_steps_this_run=3, **run))  # interrupted at step 3
-    train(tiny_run(tmp_path / "r", **run))                        # resumed at step 2 (last save)
-    train(tiny_run(tmp_path / "r", **run))                        # already there: trains nothing
-    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3, 4]
+def test_stop_step_ends_the_run_at_that_step_however_often_it_is_rerun(tmp_path, monkeypatch):
+    # log_every=1: the log says which steps ran; a cosine schedule, so the lr tells which schedule
+    run = dict(stop_step=4, log_every=1, save_every=2, lr_schedule="cosine")
+    # killed inside step 4: steps 1-3 are logged, the last checkpoint is step 2's
+    calls = {"n": 0}
+    real_update = train_module.update_ema
+
+    def crashing_update(*args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt("simulated crash")
+        real_update(*args)
+
+    monkeypatch.setattr(train_module, "update_ema", crashing_update)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_run(tmp_path / "r", **run))
+    monkeypatch.setattr(train_module, "update_ema", real_update)
+    train(tiny_run(tmp_path / "r", **run))  # resumes at step 2, redoes 3, stops after 4
+    train(tiny_run(tmp_path / "r", **run))  # already there: trains nothing
+    log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4]  # step 3 once: its first record was dropped
     state = json.loads((tmp_path / "r" / "checkpoint" / "train_state.json").read_text())
     assert state["step"] == 4
+    # the schedule is still the one of steps=6: step 4 is not the end of the cosine/warm-up
+    assert log[-1]["lr"] == pytest.approx(train_module.lr_at(tiny_run(tmp_path / "r", **run), 3))
+
+
+def test_trim_log_keeps_the_steps_up_to_the_checkpoint_and_drops_a_cut_line(tmp_path):
+    log = tmp_path / "log.jsonl"
+    log.write_text('{"step": 2}\n{"step": 4}\n\n{"step": 6}\n{"step": 8, "lo')  # killed mid-write
+    train_module.trim_log(log, 4)
+    assert log.read_text() == '{"step": 2}\n{"step": 4}\n'
+    log.write_text('{"step": 2}')  # nothing to drop, but the next line must not be appended to this one
+    train_module.trim_log(log, 2)
+    assert log.read_text() == '{"step": 2}\n'
+    train_module.trim_log(tmp_path / "none.jsonl", 3)  # a new run has no log yet
+    assert not (tmp_path / "none.jsonl").exists()
