@@ -26,8 +26,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -130,6 +132,22 @@ def time_model(model, cfg, batch: int, device, compiled: bool, timer=cuda_ms) ->
 CELLS = ("ours_eager", "ours_compiled", "dit_eager", "dit_compiled")
 
 
+def _commit() -> str | None:
+    """The code measured: ``git rev-parse`` of this checkout, else $DIR7_COMMIT (a copy of the
+    tree without its .git, as on a rented GPU machine, is told it), else unknown."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return os.environ.get("DIR7_COMMIT") or None
+
+
+COMMIT = _commit()
+
+
 def gpu_main(args) -> dict:
     """Time the ``--cells`` at the ``--tokens``; cells already in ``--out`` (from an earlier run of
     other cells: compiling makes the whole table longer than one sitting) are kept beside them."""
@@ -160,6 +178,8 @@ def gpu_main(args) -> dict:
                 except Exception as e:  # report and go on: the other cells still mean something
                     row[key] = {"error": repr(e)}
                 row[key]["date"] = result["env"]["date"]
+                if COMMIT:
+                    row[key]["commit"] = COMMIT
                 print(f"tokens {row['tokens']:5d} {key:14s} {row[key]}", flush=True)
                 write(args.out, result)  # after each cell: a run cut off by a time limit keeps what it measured
                 torch._dynamo.reset()
@@ -229,7 +249,8 @@ def cpu_main(args) -> dict:
     prompt = "a big red circle to the left of a small blue square"
     result = {"env": env(device, args.threads), "model": path.name, "ours_params": ours.model.num_parameters(),
               "dit_params": dit.model.num_parameters(), "dit_depth": dit_cfg.depth,
-              "tokens": ours.model.config.num_tokens, "sampling": defaults.to_dict(), "allocator": allocator}
+              "tokens": ours.model.config.num_tokens, "sampling": defaults.to_dict(), "allocator": allocator,
+              "commit": COMMIT}
 
     # one guided forward: the batch [unconditional; conditional] of one image
     text, mask = enc(["", prompt])
@@ -300,8 +321,14 @@ def markdown_gpu(result: dict) -> str:
             f"| {r['tokens']} ({r['batch']}) | {r['ours_params'] / 1e6:.2f}M / {r['dit_params'] / 1e6:.2f}M "
             f"({r['dit_depth']}) | {_cell(oe, de, 'forward_ms')} | {_cell(oc, dc, 'forward_ms')} "
             f"| {_cell(oe, de, 'train_step_ms')} | {_cell(oc, dc, 'train_step_ms')} | {mem} |")
-    if result.get("note"):  # e.g. cells measured in separate runs (--cells), at different commits
-        lines += ["", result["note"]]
+    commits = {}  # commit -> the cells measured at it (cells of separate --cells runs can differ)
+    for r in result["shapes"]:
+        for c in CELLS:
+            if r.get(c, {}).get("commit"):
+                commits.setdefault(r[c]["commit"], []).append(f"{c.replace('_', ' ')} at {r['tokens']}")
+    if len(commits) > 1:
+        lines += ["", "Measured in separate runs: " + "; ".join(
+            f"commit {commit}: {', '.join(cells)}" for commit, cells in commits.items()) + "."]
     lines += ["", "```", COMMANDS["gpu"], "```", ""]
     return "\n".join(lines)
 

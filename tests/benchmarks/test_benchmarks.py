@@ -34,3 +34,16 @@ def test_the_gpu_timing_code_runs_on_tiny_models():
         out = model_vs_dit.time_model(model, c, 2, torch.device("cpu"), compiled=False, timer=timer)
         assert set(out) == {"forward_ms", "forward_images_per_s", "train_step_ms", "train_step_images_per_s"}
         assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # AdamW stepped
+
+
+def test_the_gpu_table_names_the_commits_when_its_cells_were_measured_apart():
+    def cell(commit):
+        return {"forward_ms": 1.0, "train_step_ms": 2.0, "train_step_peak_GiB": 3.0, "commit": commit}
+
+    row = {"tokens": 1024, "batch": 64, "ours_params": 1e6, "dit_params": 1e6, "dit_depth": 2,
+           "ours_eager": cell("aaa1111"), "dit_eager": cell("aaa1111")}
+    result = {"env": {"gpu": "G", "date": "d", "torch": "t", "diffusers": "x"}, "shapes": [row]}
+    assert "separate runs" not in model_vs_dit.markdown_gpu(result)
+    row["ours_compiled"], row["dit_compiled"] = cell("bbb2222"), cell("bbb2222")
+    text = model_vs_dit.markdown_gpu(result)
+    assert "commit aaa1111: ours eager at 1024, dit eager at 1024" in text and "commit bbb2222" in text
