@@ -7,7 +7,8 @@
                       renders instead of a model (the benchmark's ceiling).
     failures          why the images of one or more ShapesEval reports failed, by task and kind
     guidance-sweep    ShapesEval over guidance scales and intervals, chosen on validation seeds
-    loss-by-timestep  a model's eps loss and Min-SNR weight at fixed timesteps
+    loss-by-timestep  a model's eps loss and Min-SNR weight at fixed timesteps, and its text gain
+    text-paths        how strongly each block's text path passes the prompt on (fresh or trained)
     examples          example prompts a model handles well, chosen from its reports
     rescore           a stored report judged again by the current rules (unknown blobs fail)
     emoji             EmojiEval: a model's images for an emoji prompt file, judged by a classifier
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import examples, failures, guidance_sweep, loss_by_timestep, rescore
+from . import examples, failures, guidance_sweep, loss_by_timestep, rescore, text_paths
 from .shapes import PROMPTS_PATH, evaluate, format_report, load_prompts, scene_for_metadata
 
 Generate = Callable[[list[str], int], list[Image.Image]]
@@ -45,7 +46,7 @@ def _interval(text: str) -> tuple[int, int] | str:
 
 # the analysis commands: each module's add_arguments(parser) and run(args)
 TOOLS = {"failures": failures, "guidance-sweep": guidance_sweep, "loss-by-timestep": loss_by_timestep,
-         "examples": examples, "rescore": rescore}
+         "examples": examples, "rescore": rescore, "text-paths": text_paths}
 
 
 def add_sampling_arguments(p: argparse.ArgumentParser) -> None:

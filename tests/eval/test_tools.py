@@ -92,3 +92,28 @@ def test_rescore_writes_the_report_judged_by_the_current_rules(tmp_path, capsys)
     new = cli_main(["rescore", str(SHIPPED_REPORT), "--out", str(out)])
     assert json.loads(out.read_text())["overall"] == new["overall"] < new["scores_before_rescoring"]["overall"]
     assert "images changed" in capsys.readouterr().out
+
+
+def test_text_paths_measures_the_part_of_each_cross_layer_that_is_the_prompts():
+    from dir7.eval.text_paths import measure
+
+    def share(model):
+        return [r["text_share"] for r in measure(model)]
+
+    torch.manual_seed(0)
+    # attention reads only the text: all of its output changes with the prompt
+    assert all(s > 0.8 for s in share(dir7.DIR7Model(tiny_config(cross_mode="attention"))))
+    # prefix mode reads a state the image tokens also write: only part of it changes
+    prefix = dir7.DIR7Model(tiny_config(cross_mode="prefix"))
+    assert all(0 < s < 0.5 for s in share(prefix))
+    for block in prefix.blocks:
+        block.cross.text_in.weight.data.zero_()
+    assert all(s == 0 for s in share(prefix))  # cut off from the text
+
+
+def test_text_paths_command(capsys):
+    rows = cli_main(["text-paths", "--modes", "state", "--batch", "1"])
+    assert list(rows) == ["state"] and len(rows["state"]) == dir7.DIR7Config.from_preset("dir7-demo").depth
+    assert "| state |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="cross_mode"):
+        cli_main(["text-paths", "--modes", "nonsense"])
