@@ -45,24 +45,29 @@ def assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], exact: b
             assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-5), name
 
 
-@pytest.mark.slow
-def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
-    full = train(tiny_run(tmp_path / "full"))
-
-    # crash in the middle of step 5: the last checkpoint is step 3's
+def train_until_crash(tc: TrainConfig, step: int, monkeypatch) -> None:
+    """Run ``tc`` and kill it inside ``step`` (after its backward, before its EMA update)."""
     calls = {"n": 0}
     real_update = train_module.update_ema
 
     def crashing_update(*args):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == step:
             raise KeyboardInterrupt("simulated crash")
         real_update(*args)
 
-    monkeypatch.setattr(train_module, "update_ema", crashing_update)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_run(tmp_path / "resumed"))
-    monkeypatch.setattr(train_module, "update_ema", real_update)
+    with monkeypatch.context() as m:
+        m.setattr(train_module, "update_ema", crashing_update)
+        with pytest.raises(KeyboardInterrupt):
+            train(tc)
+
+
+@pytest.mark.slow
+def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(tmp_path, monkeypatch):
+    full = train(tiny_run(tmp_path / "full"))
+
+    # crash in the middle of step 5: the last checkpoint is step 3's
+    train_until_crash(tiny_run(tmp_path / "resumed"), 5, monkeypatch)
     resumed = train(tiny_run(tmp_path / "resumed"))  # same command again: picks up at step 3
 
     for prefix in ("model", "optimizer", "rng"):
@@ -306,19 +311,7 @@ def test_stop_step_ends_the_run_at_that_step_however_often_it_is_rerun(tmp_path,
     # log_every=1: the log says which steps ran; a cosine schedule, so the lr tells which schedule
     run = dict(stop_step=4, log_every=1, save_every=2, lr_schedule="cosine")
     # killed inside step 4: steps 1-3 are logged, the last checkpoint is step 2's
-    calls = {"n": 0}
-    real_update = train_module.update_ema
-
-    def crashing_update(*args):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt("simulated crash")
-        real_update(*args)
-
-    monkeypatch.setattr(train_module, "update_ema", crashing_update)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_run(tmp_path / "r", **run))
-    monkeypatch.setattr(train_module, "update_ema", real_update)
+    train_until_crash(tiny_run(tmp_path / "r", **run), 4, monkeypatch)
     train(tiny_run(tmp_path / "r", **run))  # resumes at step 2, redoes 3, stops after 4
     train(tiny_run(tmp_path / "r", **run))  # already there: trains nothing
     log = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
