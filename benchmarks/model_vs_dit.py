@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -132,7 +133,8 @@ def time_model(model, cfg, batch: int, device, compiled: bool, timer=cuda_ms) ->
 CELLS = ("ours_eager", "ours_compiled", "dit_eager", "dit_compiled")
 
 
-def _commit() -> str | None:
+@functools.lru_cache(maxsize=1)
+def commit() -> str | None:
     """The code measured: ``git rev-parse`` of this checkout, else $DIR7_COMMIT (a copy of the
     tree without its .git, as on a rented GPU machine, is told it), else unknown."""
     try:
@@ -143,9 +145,6 @@ def _commit() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         pass
     return os.environ.get("DIR7_COMMIT") or None
-
-
-COMMIT = _commit()
 
 
 def gpu_main(args) -> dict:
@@ -178,8 +177,8 @@ def gpu_main(args) -> dict:
                 except Exception as e:  # report and go on: the other cells still mean something
                     row[key] = {"error": repr(e)}
                 row[key]["date"] = result["env"]["date"]
-                if COMMIT:
-                    row[key]["commit"] = COMMIT
+                if commit():
+                    row[key]["commit"] = commit()
                 print(f"tokens {row['tokens']:5d} {key:14s} {row[key]}", flush=True)
                 write(args.out, result)  # after each cell: a run cut off by a time limit keeps what it measured
                 torch._dynamo.reset()
@@ -250,7 +249,7 @@ def cpu_main(args) -> dict:
     result = {"env": env(device, args.threads), "model": path.name, "ours_params": ours.model.num_parameters(),
               "dit_params": dit.model.num_parameters(), "dit_depth": dit_cfg.depth,
               "tokens": ours.model.config.num_tokens, "sampling": defaults.to_dict(), "allocator": allocator,
-              "commit": COMMIT}
+              "commit": commit()}
 
     # one guided forward: the batch [unconditional; conditional] of one image
     text, mask = enc(["", prompt])

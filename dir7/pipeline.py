@@ -218,6 +218,14 @@ def read_model_card(directory: str | os.PathLike) -> dict:
     return ModelCard.load(path).data.to_dict()
 
 
+def load_model(directory: str | os.PathLike) -> tuple[torch.nn.Module, PipelineConfig]:
+    """A model directory's network with its weights, and its sampling defaults (no text encoder)."""
+    cfg, pipeline_cfg = load_configs(directory)
+    model = build_model(cfg)
+    load_into(model, Path(directory))
+    return model, pipeline_cfg
+
+
 def default_checkpoint() -> Path:
     """``$DIR7_CHECKPOINT`` if set, else the shipped model of a source checkout.
 
@@ -310,9 +318,8 @@ class DIR7Pipeline:
         optionally a model card). ``path=None``: ``$DIR7_CHECKPOINT``, else the shipped model of a
         source checkout."""
         path = Path(path) if path is not None else default_checkpoint()
-        cfg, pipeline_cfg = load_configs(path)
-        model = build_model(cfg)
-        load_into(model, path)
+        model, pipeline_cfg = load_model(path)
+        cfg = model.config
         enc = text_encoder or TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len, cfg.prepend_eot)
         return cls(model, enc, pipeline_cfg, name=path.name, trained=True, card=read_model_card(path),
                    vocabulary=load_vocabulary(path / VOCABULARY_NAME))

@@ -6,7 +6,6 @@ The library never changes them on import: they affect every allocation of the pr
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 
 # glibc's mallopt parameters (malloc.h)
@@ -28,8 +27,9 @@ def keep_freed_memory() -> bool:
     shipped model's guided forward took 307 / 252 ms with it against 313 / 296 ms without, and an
     image 5.36 / 5.42 s against 5.88 / 6.32 s (two alternating runs each of ``python -m
     benchmarks.model_vs_dit --device cpu`` with ``--allocator app`` and ``--allocator default``;
-    results/benchmarks/allocator/): a gain of about 10%, near that machine's run-to-run noise. The cost: the process
-    keeps its peak heap (tens of MB here) instead of returning it between requests.
+    results/benchmarks/allocator/): a gain of about 10%, near that machine's run-to-run noise.
+    The cost: the process keeps its peak heap (tens of MB here) instead of returning it between
+    requests.
 
     Returns whether the settings were applied: False where the C library is not glibc (macOS,
     Windows, musl), which is then left as it is.
@@ -37,9 +37,8 @@ def keep_freed_memory() -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
+        mallopt = ctypes.CDLL(None).mallopt  # the C library this process already runs on
+    except (OSError, AttributeError):  # no mallopt: not glibc
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success; setting the mmap threshold also ends glibc's dynamic resizing of it

@@ -207,18 +207,12 @@ class EndlessShuffle(Dataset):
 
 
 def make_loader(tc: TrainConfig, image_size: int, start: int, rank: int, world: int) -> DataLoader:
-    from .data import IndexSampler, ShapesDataset, collate, image_folder_dataset
+    from .data import IndexSampler, ShapesDataset, collate, training_dataset
 
     local_batch = tc.batch_size // world
-    if tc.data == "shapes":
-        dataset = ShapesDataset("train", seed=tc.seed, image_size=image_size,
-                                kind_weights=tc.scene_kind_weights())
-    elif tc.data.startswith("emoji:"):
-        from .data.emoji import EmojiDataset
-
-        dataset = EndlessShuffle(EmojiDataset(tc.data[len("emoji:"):], "train", size=image_size), seed=tc.seed)
-    else:
-        dataset = EndlessShuffle(image_folder_dataset(tc.data, size=image_size), seed=tc.seed)
+    dataset = training_dataset(tc.data, image_size, seed=tc.seed, kind_weights=tc.scene_kind_weights())
+    if not isinstance(dataset, ShapesDataset):  # scenes are drawn afresh per index; a finite set is reshuffled
+        dataset = EndlessShuffle(dataset, seed=tc.seed)
     sampler = IndexSampler(start=start, rank=rank, world_size=world)
     return DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=tc.workers,
                       collate_fn=collate, persistent_workers=tc.workers > 0, pin_memory=torch.cuda.is_available())

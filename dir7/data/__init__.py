@@ -60,6 +60,20 @@ from .scenes import (
     shape_mask,
 )
 
+
+def training_dataset(spec: str, image_size: int = IMAGE_SIZE, seed: int = 0, kind_weights=None):
+    """The training pairs a ``--data`` spec names: ``"shapes"`` (procedural scenes of ``seed``,
+    mixed by ``kind_weights``), ``"emoji:DIR"`` (a built emoji set's training split) or the path of
+    a folder of the user's images. Items are ``(image [3, S, S] in [-1, 1], caption)``."""
+    if spec == "shapes":
+        return ShapesDataset("train", seed=seed, image_size=image_size, kind_weights=kind_weights)
+    if spec.startswith("emoji:"):
+        from .emoji import EmojiDataset  # here, so that importing dir7.data leaves the emoji module out
+
+        return EmojiDataset(spec[len("emoji:"):], "train", size=image_size)
+    return image_folder_dataset(spec, size=image_size)
+
+
 __all__ = [
     "ALL_PAIRS",
     "BACKGROUND",
@@ -100,4 +114,5 @@ __all__ = [
     "shape_mask",
     "shapes_dataloader",
     "to_tensor",
+    "training_dataset",
 ]

@@ -1,6 +1,6 @@
 """The eps-prediction loss of a model at fixed timesteps, and how much of it the text explains.
 
-    python -m dir7.eval loss-by-timestep [--checkpoint DIR] [--data shapes | emoji:DIR]
+    python -m dir7.eval loss-by-timestep [--checkpoint DIR] [--data shapes | emoji:DIR | FOLDER]
         [--batch 32] [--seed 5] [--timesteps 10,100,300,500,700,900,990]
 
 Shows where in the noise schedule the plain eq. 17 loss (and so its gradient) sits, and the
@@ -24,7 +24,8 @@ import torch
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--checkpoint", default=None, help="model directory (default: the shipped model)")
     ap.add_argument("--data", default="shapes",
-                    help="training images and captions: 'shapes' or 'emoji:DIR' (a built emoji set)")
+                    help="training images and captions, as dir7.train's --data: 'shapes', 'emoji:DIR' "
+                         "(a built emoji set) or a folder of images")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--timesteps", default="10,100,300,500,700,900,990")
@@ -34,19 +35,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def _batch(data: str, n: int, seed: int, image_size: int) -> tuple[torch.Tensor, list[str]]:
-    """``n`` training pairs: the first scenes of a seed, or a seeded sample of a built emoji set."""
-    from ..data import ShapesDataset, collate
+    """``n`` training pairs: the first scenes of a seed, or a seeded sample of a finite set."""
+    from ..data import ShapesDataset, collate, training_dataset
 
-    if data == "shapes":
-        ds = ShapesDataset("train", seed=seed, image_size=image_size)
-        return collate([ds[i] for i in range(n)])
-    if data.startswith("emoji:"):
-        from ..data.emoji import EmojiDataset
-
-        ds = EmojiDataset(data[len("emoji:"):], "train", size=image_size)
-        picks = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
-        return collate([ds[int(i)] for i in picks])
-    raise ValueError(f"--data must be 'shapes' or 'emoji:DIR', got {data!r}")
+    ds = training_dataset(data, image_size, seed=seed)
+    if isinstance(ds, ShapesDataset):
+        picks = range(n)
+    else:
+        picks = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+    return collate([ds[i] for i in picks])
 
 
 def run(args: argparse.Namespace) -> list[dict]:

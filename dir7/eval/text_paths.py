@@ -66,11 +66,11 @@ def measure(model: torch.nn.Module, batch: int = 2, text_tokens: int = 12, seed:
 def run(args: argparse.Namespace) -> dict[str, list[dict]]:
     from ..architectures import build_model
     from ..model import PRESETS, DIR7Config
-    from ..pipeline import DIR7Pipeline
+    from ..pipeline import load_model
 
     if args.checkpoint:
         try:
-            models = {args.checkpoint: DIR7Pipeline.from_pretrained(args.checkpoint).model.eval()}
+            models = {args.checkpoint: load_model(args.checkpoint)[0].eval()}  # random text: no encoder needed
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: {e}") from None
         if not hasattr(models[args.checkpoint], "blocks"):
