@@ -5,21 +5,26 @@
 #   bash recipes/dir7-emoji.sh data DIR          # build the emoji set (npm pack + rasterise, ~9 min, CPU)
 #   bash recipes/dir7-emoji.sh train DIR         # run 1: from scratch on it (rerun to resume exactly)
 #   bash recipes/dir7-emoji.sh train2 DIR        # run 2: run 1's EMA carried on (rerun to resume exactly)
+#   bash recipes/dir7-emoji.sh train3 DIR        # run 3: run 2's EMA carried on (the control arm)
+#   bash recipes/dir7-emoji.sh train3-pooled DIR # run 3's other arm: the same with pooled_text switched on
+#                                                # (run both side by side on one GPU)
 #   bash recipes/dir7-emoji.sh eval MODEL [...]  # EmojiEval: seen, held-out and showcase prompts, seeds 0-1;
 #                                                # further arguments go to python -m dir7.eval emoji
 #   bash recipes/dir7-emoji.sh sweep MODEL       # EmojiEval of the first 200 seen prompts (seed 100, kept
 #                                                # apart from the reported seeds) at guidance $GUIDANCE on
 #                                                # timesteps $INTERVAL; with INTERVAL=all (run 1's sweep),
 #                                                # then the best scale on timesteps 400-999 only. Run 2's:
-#                                                # GUIDANCE="2.0 3.5 5.0" INTERVAL=400,999
+#                                                # GUIDANCE="2.0 3.5 5.0" INTERVAL=400,999; run 3's:
+#                                                # GUIDANCE="5.0 7.0" INTERVAL=400,999
 #
 # The model is the dir7-demo architecture (7 blocks, 192 wide, patch 4: the size that samples a
 # 64x64 image on two CPU cores in a few seconds), trained with the "emoji" training preset of
 # dir7.train (batch 512, lr 5e-4 on a cosine schedule over 2,000 steps, Min-SNR-5, compiled).
 # Each run stops at the step its recorded run reached (a time limit stopped those: run 1 at
-# step 1,203 of 2,000, run 2 at 3,104 of 4,000), so a rerun on any machine trains the same
-# steps. Outputs go under $RUNS (default runs): $RUNS/emoji/ and $RUNS/emoji2/, each with
-# log.jsonl and checkpoint/, whose ema/ is the model directory to evaluate or ship.
+# step 1,203 of 2,000, run 2 at 3,104 of 4,000, run 3's arms at 1,639 and 1,651 of 1,850), so
+# a rerun on any machine trains the same steps. Outputs go under $RUNS (default runs):
+# $RUNS/emoji/, emoji2/, emoji3/ and emoji3-pooled/, each with log.jsonl and checkpoint/, whose
+# ema/ is the model directory to evaluate or ship.
 #
 # DRY_RUN=1 prints the commands without running them.
 set -euo pipefail
@@ -31,7 +36,7 @@ INTERVAL=${INTERVAL:-all}
 PYTHON=${PYTHON:-python}
 
 usage() {
-    echo "usage: $0 data DIR | train DIR | train2 DIR | eval MODEL [dir7.eval emoji options] | sweep MODEL" >&2
+    echo "usage: $0 data DIR | train DIR | train2 DIR | train3 DIR | train3-pooled DIR | eval MODEL [dir7.eval emoji options] | sweep MODEL" >&2
     exit 2
 }
 
@@ -56,6 +61,14 @@ train2)
     run "$PYTHON" -m dir7.train --train-preset emoji --data "emoji:$target" --preset dir7-demo \
         --init-from "$RUNS/emoji/checkpoint/ema" --lr 3e-4 --warmup 100 --steps 4000 \
         --out "$RUNS/emoji2" --stop-step 3104
+    ;;
+train3 | train3-pooled)
+    # run 2's EMA on a new cosine schedule over 1,850 steps at peak lr 2.5e-4; the pooled arm adds the
+    # mean text state to adaLN's conditioning (a growable switch: its new module starts as a no-op)
+    if [ "$what" = train3 ]; then extra=(--out "$RUNS/emoji3" --stop-step 1639)
+    else extra=(--set pooled_text=true --out "$RUNS/emoji3-pooled" --stop-step 1651); fi
+    run "$PYTHON" -m dir7.train --train-preset emoji --data "emoji:$target" --preset dir7-demo \
+        --init-from "$RUNS/emoji2/checkpoint/ema" --lr 2.5e-4 --warmup 100 --steps 1850 "${extra[@]}"
     ;;
 eval)
     for seed in $SEEDS; do
