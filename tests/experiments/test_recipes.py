@@ -35,9 +35,11 @@ def dry_run(recipe: str, *args: str) -> list[list[str]]:
     return commands
 
 
-def check(argv: list[str]) -> None:
+def check(argv: list[str]):
+    """The TrainConfig dir7.train makes of ``argv``, once its model config has been built."""
     tc = parse_args(argv)
     tc.model_config()  # raises on an unknown preset, model field or value
+    return tc
 
 
 @pytest.mark.parametrize("stage", SHAPES_STAGES)
@@ -55,8 +57,7 @@ def test_shapes_recipe_stage_is_accepted_by_dir7_train(stage):
 def test_emoji_recipe_run_is_accepted_and_stops_where_its_record_did(run):
     commands = dry_run("dir7-emoji.sh", run, "data/emoji")
     assert len(commands) == 1
-    tc = parse_args(commands[0])
-    tc.model_config()
+    tc = check(commands[0])
     assert tc.data == "emoji:data/emoji"
     # every recorded emoji run was stopped by a time limit; the recipe pins the step it reached
     assert 0 < tc.stop_step < tc.steps
