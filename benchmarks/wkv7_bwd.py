@@ -2,12 +2,18 @@
 (the kernel picks one by sequence length, ``SPLIT_BWD_MIN_T``; here each is forced in turn).
 
     python -m benchmarks.wkv7_bwd [--T 256 1024 4096] [--sweep] [--no-ref]
+    python -m benchmarks.wkv7_bwd --variants [--T ...]
 
 B=16, H=16, K=V=64, bf16, rwkv7-style inputs. For each T: the two implementations' gradients
 against each other at the benchmark size (relative RMS), then forward+backward (autograd, as
 benchmarks/wkv7.py times it) and the backward alone (chunk_bwd), median of do_bench with inputs
 rotated past L2. --sweep also times launch variants of the split backward. Unless --no-ref,
 first a float64 sequential-reference check at B=2, H=4, T=1024 for both.
+
+--variants: the training path (autograd forward + backward, the kernel's own choice of
+backward) under each of ``VARIANTS`` (module defaults of kernels/triton_chunk.py: the V-side
+product precision, the storage dtype of the saved states and of the state gradients, the
+chunk length), each checked against the float64 reference first, then timed at every T.
 """
 from __future__ import annotations
 
@@ -61,6 +67,64 @@ def grads(impl, xs, h0, do, dht):
 
 
 NAMES = ("dr", "dw", "dk", "dv", "da", "db", "dh0")
+
+F32_STATES = {"DEFAULT_DHS_DTYPE": torch.float32, "DEFAULT_STATES_DTYPE": torch.float32}
+# name -> overrides of kernels/triton_chunk.py's module defaults
+VARIANTS = {
+    "default (tf32 V side, bf16 hs + dhs)": {},
+    "tf32 V side, float32 hs + dhs": F32_STATES,
+    "tf32 V side, float32 hs, bf16 dhs": {"DEFAULT_STATES_DTYPE": torch.float32},
+    "bf16 V side, bf16 hs + dhs": {"DEFAULT_BWD_STATE_PRECISION": "bf16"},
+    "bf16 V side, float32 hs + dhs": {**F32_STATES, "DEFAULT_BWD_STATE_PRECISION": "bf16"},
+}
+
+
+def apply_variant(overrides: dict) -> dict:
+    """Set the module defaults; returns the old values (to put back)."""
+    old = {name: getattr(triton_chunk, name) for name in overrides}
+    for name, value in overrides.items():
+        setattr(triton_chunk, name, value)
+    return old
+
+
+def variants_main(Ts, B):
+    """Accuracy against float64, then forward + backward time, of each of VARIANTS."""
+    torch.manual_seed(1)
+    xs = inputs(2, 1024, 4)
+    h0 = torch.randn(2, 4, K, K, device="cuda")
+    do = torch.randn(2, 1024, 4, K, device="cuda")
+    dht = torch.randn(2, 4, K, K, device="cuda")
+    xd = [x.detach().double().requires_grad_() for x in xs] + [h0.double().requires_grad_()]
+    o, ht = wkv7_naive(*xd[:6], initial_state=xd[6], output_final_state=True)
+    gref = torch.autograd.grad((o * do.double()).sum() + (ht * dht.double()).sum(), xd)
+    sets = {T: [(inputs(B, T), torch.randn(B, T, H, K, device="cuda", dtype=DT)) for _ in range(2)] for T in Ts}
+    ok = True
+    for name, overrides in VARIANTS.items():
+        old = apply_variant(overrides)
+        try:
+            leaves = [x.detach().requires_grad_() for x in xs] + [h0.detach().requires_grad_()]
+            o, ht = triton_chunk.wkv7_triton_chunk(*leaves[:6], initial_state=leaves[6], output_final_state=True)
+            g = torch.autograd.grad((o.float() * do).sum() + (ht * dht).sum(), leaves)
+            errs = [rel(a, b) for a, b in zip(g, gref)]
+            good = all(e < 1e-2 for e in errs)
+            ok &= good or name != "default"
+            line = f"{name:40s} worst rel err {max(errs):.2e} ({NAMES[errs.index(max(errs))]})" + \
+                ("" if good else " FAILS the 1e-2 bar")
+            for T in Ts:
+                it = itertools.cycle(sets[T])
+
+                def step(it=it):
+                    x, d = next(it)
+                    x = [t.detach().requires_grad_() for t in x]
+                    torch.autograd.grad(triton_chunk.wkv7_triton_chunk(*x)[0], x, d)
+                line += f" | T={T} {do_bench(step, warmup=30, rep=300, return_mode='median'):.3f} ms"
+            print(line, flush=True)
+        except Exception as e:  # a variant that does not compile or run: report it, time the others
+            print(f"{name:40s} FAILED TO RUN: {e!r}"[:2000], flush=True)
+        finally:
+            apply_variant(old)
+    print("CHECKS", "PASSED" if ok else "FAILED")
+    return 0 if ok else 1
 
 
 def ref_check():
@@ -121,12 +185,12 @@ def main():
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--no-ref", action="store_true")
     p.add_argument("--kernels", action="store_true", help="time the split's two kernels alone, print registers")
-    p.add_argument("--state-bf16", action="store_true",
-                   help="the split's per-chunk kernel with bf16 V-side products (DEFAULT_BWD_STATE_PRECISION)")
     p.add_argument("--ref-only", action="store_true")
+    p.add_argument("--variants", action="store_true", help="accuracy and fwd+bwd time of each of VARIANTS")
     args = p.parse_args()
-    if args.state_bf16:
-        triton_chunk.DEFAULT_BWD_STATE_PRECISION = "bf16"
+    if args.variants:
+        print(torch.cuda.get_device_name(), torch.__version__, flush=True)
+        return variants_main(args.T, args.B)
     print(torch.cuda.get_device_name(), torch.__version__, flush=True)
     ok = True if args.no_ref else ref_check()
     if args.ref_only:
@@ -178,7 +242,7 @@ def main():
             cfgs += [dict(impl="split", scan_BV=bv, scan_warps=sw) for bv, sw in ((16, 1), (32, 4), (64, 4), (64, 2))]
             cfgs += [dict(impl="split", scan_precision="tf32"), dict(impl="split", precision="bf16")]
             cfgs += [dict(impl="split", state_precision="bf16", num_warps=nw) for nw in (4, 8)]
-            cfgs += [dict(impl="split", state_precision="bf16", scan_BV=64)]
+            cfgs += [dict(impl="split", dhs_dtype=torch.float32), dict(impl="split", scan_BV=64)]
         for kw in cfgs:
             ms = do_bench(lambda kw=kw: bwd(**kw), warmup=30, rep=300, return_mode="median")
             print(f"T={T} bwd alone {kw}: {ms:.3f} ms", flush=True)

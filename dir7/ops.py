@@ -44,5 +44,7 @@ wkv7_naive = kernels.wkv7_naive      # the sequential reference every implementa
 time_mix_prepare = kernels.time_mix_prepare  # a time-mix layer's element-wise work before the recurrence
 time_mix_readout = kernels.time_mix_readout  # ... and after it
 adaln_modulate = kernels.adaln_modulate      # a block's LayerNorm + adaLN modulation, one pass on CUDA
+shifted_sum = kernels.shifted_sum            # the token shift after a time-mix layer's fused products
 
-__all__ = ["adaln_modulate", "kernels", "time_mix_prepare", "time_mix_readout", "wkv7", "wkv7_chunked", "wkv7_naive"]
+__all__ = ["adaln_modulate", "kernels", "shifted_sum", "time_mix_prepare", "time_mix_readout", "wkv7", "wkv7_chunked",
+           "wkv7_naive"]

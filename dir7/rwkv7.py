@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ops import time_mix_prepare, time_mix_readout, wkv7
+from .ops import shifted_sum, time_mix_prepare, time_mix_readout, wkv7
 
 # the six token-shift lerps of TimeMix, in the order of its ``mu`` rows
 MIX_ROWS = ("r", "w", "k", "v", "a", "g")
@@ -209,9 +209,9 @@ class TimeMix(nn.Module):
         - CUDA: no lerp is materialised. ``lerp(x) @ M = x @ ((1 - mu) M) + shift(x @ (mu M))``
           (the shift of a product is the product of the shift), so every product of the layer is
           one matrix product of x with the concatenated, mu-scaled matrices, ``[D, 2 * sum N]``,
-          then one shifted add: twice the FLOPs of the lerp path's products, but no
-          ``[6, B, T, D]`` tensor written, read and differentiated through (memory, not FLOPs,
-          bounds these layers on a GPU).
+          then one shifted add (``ops.shifted_sum``, one Triton pass each way): twice the FLOPs of
+          the lerp path's products, but no ``[6, B, T, D]`` tensor written, read and
+          differentiated through (memory, not FLOPs, bounds these layers on a GPU).
         - elsewhere (the CPU, where the products dominate): the six lerps, then the products.
         """
         x = x.to(compute_dtype(x))
@@ -227,8 +227,7 @@ class TimeMix(nn.Module):
             shifted.append(mu * m)
         sizes = [m.shape[1] for m in now]
         y = x @ torch.cat(now + shifted, dim=1)             # [B, T, 2 * sum N]
-        N = sum(sizes)
-        y = y[..., :N] + token_shift(y[..., N:])            # [B, T, sum N]
+        y = shifted_sum(y, sum(sizes))                       # [B, T, sum N]: y[:N] + token_shift(y[N:])
         return dict(zip(names, y.split(sizes, dim=-1)))     # column slices: the kernels take their strides
 
     def _products_lerped(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:

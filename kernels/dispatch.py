@@ -16,7 +16,9 @@ The threshold and the kernels' launch defaults come from ``python -m benchmarks.
 kernels (kernels/triton_time_mix.py: one pass forward, one backward); CPU inference runs their
 Numba versions (one pass each); the rest (CPU training, float64) runs the plain-PyTorch
 references (kernels/time_mix.py). ``adaln_modulate``: one Triton pass each way for CUDA tensors
-(kernels/triton_adaln.py), the PyTorch reference (kernels/adaln.py) elsewhere.
+(kernels/triton_adaln.py), the PyTorch reference (kernels/adaln.py) elsewhere. ``shifted_sum``
+(the token shift after a time-mix layer's fused products): one Triton pass each way for CUDA
+tensors (kernels/triton_token_shift.py), the reference (kernels/token_shift.py) elsewhere.
 
 Triton and Numba are imported on first use only, so ``import kernels`` needs neither.
 """
@@ -31,6 +33,7 @@ import torch
 from .adaln import adaln_modulate_reference
 from .chunked import wkv7_chunked
 from .time_mix import time_mix_prepare_reference, time_mix_readout_reference
+from .token_shift import shifted_sum_reference
 
 # Inference sequences up to this length use the fused-recurrent kernel. Measured on an H100
 # (B=16, H=16, K=V=64, bf16; BENCHMARKS.md): recurrent 0.0059 ms vs chunk 0.0085 ms at T=1,
@@ -82,6 +85,12 @@ def _triton_time_mix():
 def _triton_adaln():
     """The Triton adaLN normalise-and-modulate, or None without Triton."""
     fns = _optional("triton_adaln", "adaln_modulate_triton")
+    return fns and fns[0]
+
+
+def _triton_token_shift():
+    """The Triton shifted sum, or None without Triton."""
+    fns = _optional("triton_token_shift", "shifted_sum_triton")
     return fns and fns[0]
 
 
@@ -153,3 +162,13 @@ def adaln_modulate(x, shift, scale, eps):
         if fn is not None:
             return fn(x, shift, scale, eps)
     return adaln_modulate_reference(x, shift, scale, eps)
+
+
+def shifted_sum(y, n):
+    """``y[..., :n] + token_shift(y[..., n:])`` for ``y [B, T, 2n]``; see kernels/token_shift.py.
+    One Triton pass each way for CUDA tensors (no float64), the PyTorch reference elsewhere."""
+    if y.is_cuda and y.dtype != torch.float64:
+        fn = _triton_token_shift()
+        if fn is not None:
+            return fn(y, n)
+    return shifted_sum_reference(y, n)

@@ -69,7 +69,18 @@ DEFAULT_BWD_SCAN_WARPS = 2
 DEFAULT_BWD_SCAN_PRECISION = None   # None: as the forward (fwd_precision)
 DEFAULT_BWD_CHUNK_WARPS = 4         # split backward: the per-chunk gradient kernel
 DEFAULT_BWD_CHUNK_BV = 32           # its V columns per pass (it loops over V)
-DEFAULT_BWD_STATE_PRECISION = None  # its products with a V side; None: as ``precision``
+# Its products with a V side (u, du, dv and their sums over V); None: as ``precision`` (tf32 for
+# half inputs). bf16 operands instead are 12% faster (1.423 / 5.614 against 1.616 / 6.361 ms forward
+# + backward at T = 1024 / 4096; H200, B=16, H=16, K=V=64, float32 states) but miss the 1e-2 bar
+# on the tests' hard case of nearly equal keys (da 1.3e-2 against float64), so they stay off.
+DEFAULT_BWD_STATE_PRECISION = None
+# Storage of the chunk-entry states the training forward keeps for the backward (``hs``) and of
+# the split backward's state gradients (``dhs``), both [B, H, NT, K, V]: at T = 4096 with B = 16,
+# H = 16 each is 1 GiB in float32, written once and read once. None takes stored_states_dtype():
+# bf16 for half inputs, float32 for float32 inputs (their 1e-4 bar). The kernels compute in
+# float32 whatever these are; only the stored copy is rounded (docs/wkv7-kernel-notes.md, session 7).
+DEFAULT_STATES_DTYPE = None
+DEFAULT_DHS_DTYPE = None
 # Sequences at least this long take the split backward, shorter ones the fused one: measured
 # (module docstring) fused faster at T=256, split at 1024 and 4096; between, untimed.
 SPLIT_BWD_MIN_T = 1024
@@ -110,7 +121,7 @@ def _chunk_fwd_kernel(
     r, w, k, v, a, b,          # [B, T, H, K] (v: [B, T, H, V])
     o,                         # [B, T, H, V]
     h0, ht,                    # [B, H, K, V] float32 (dummies when unused)
-    hs,                        # [B, H, NT, K, V] float32: state entering each chunk (training)
+    hs,                        # [B, H, NT, K, V] stored_states_dtype(): state entering each chunk (training)
     scale,
     T,
     H: tl.constexpr,
@@ -160,7 +171,8 @@ def _chunk_fwd_kernel(
         t0 = i_t * C
         rows = t0 + o_c
         if STORE_HS:
-            tl.store(hs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, St, mask=m_state)
+            tl.store(hs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, St.to(hs.dtype.element_ty),
+                     mask=m_state)
         # ---- state-independent part
         b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)                      # [C, K]
         b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
@@ -328,7 +340,7 @@ def _chunk_bwd_step(
 @triton.jit
 def _chunk_bwd_kernel(
     r, w, k, v, a, b,          # inputs as in the forward
-    hs,                        # [B, H, NT, K, V] float32 states entering each chunk
+    hs,                        # [B, H, NT, K, V] stored_states_dtype() states entering each chunk
     do,                        # [B, T, H, V] gradient of o
     dht,                       # [B, H, K, V] gradient of the final state (dummy if none)
     dr, dw, dk, dv, da, db,    # outputs, same shapes and dtypes as the inputs
@@ -363,7 +375,8 @@ def _chunk_bwd_kernel(
 
     for j in range(0, NT):
         i_t = NT - 1 - j
-        S0 = tl.load(hs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, mask=m_state, other=0.0)
+        S0 = tl.load(hs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, mask=m_state,
+                     other=0.0).to(tl.float32)
         dS = _chunk_bwd_step(r, w, k, v, a, b, do, dr, dw, dk, dv, da, db, S0, dS,
                              scale, i_t * C, T, base_k, base_v, H, K, V, C, BK, BV, PRECISION, PRECISION)
 
@@ -376,7 +389,7 @@ def _chunk_bwd_scan_kernel(
     r, w, a, b,                # [B, T, H, K]
     do,                        # [B, T, H, V] gradient of o
     dht,                       # [B, H, K, V] gradient of the final state (dummy if none)
-    dhs,                       # [B, H, NT, K, V] float32: gradient of the state LEAVING each chunk
+    dhs,                       # [B, H, NT, K, V] stored_states_dtype(): gradient of the state LEAVING each chunk
     dh0,                       # [B, H, K, V] float32 gradient of the initial state (dummy)
     scale,
     T,
@@ -425,7 +438,8 @@ def _chunk_bwd_scan_kernel(
         i_t = NT - 1 - j
         t0 = i_t * C
         rows = t0 + o_c
-        tl.store(dhs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, dSt, mask=m_state)
+        tl.store(dhs + (i_bh.to(tl.int64) * NT + i_t) * K * V + state_off, dSt.to(dhs.dtype.element_ty),
+                 mask=m_state)
         b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)                      # [C, K]
         b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
         b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
@@ -457,8 +471,8 @@ def _chunk_bwd_scan_kernel(
 @triton.jit
 def _chunk_bwd_chunk_kernel(
     r, w, k, v, a, b,          # inputs as in the forward
-    hs,                        # [B, H, NT, K, V] float32 states entering each chunk (forward)
-    dhs,                       # [B, H, NT, K, V] float32 gradients of the states leaving them (scan)
+    hs,                        # [B, H, NT, K, V] stored_states_dtype() states entering each chunk (forward)
+    dhs,                       # [B, H, NT, K, V] stored_states_dtype() gradients of the states leaving them (scan)
     do,                        # [B, T, H, V] gradient of o
     dr, dw, dk, dv, da, db,    # outputs, same shapes and dtypes as the inputs
     scale,
@@ -537,8 +551,8 @@ def _chunk_bwd_chunk_kernel(
         m_state = m_k[:, None] & m_v[None, :]
         m_rows_v = (rows < T)[:, None] & m_v[None, :]
         s_off = base_s + o_k[:, None] * V + o_v[None, :]
-        S0 = tl.load(hs + s_off, mask=m_state, other=0.0)                               # [K, BV]
-        dS = tl.load(dhs + s_off, mask=m_state, other=0.0)
+        S0 = tl.load(hs + s_off, mask=m_state, other=0.0).to(tl.float32)                # [K, BV]
+        dS = tl.load(dhs + s_off, mask=m_state, other=0.0).to(tl.float32)
         b_v = _load_chunk(v, base_v, t0, T, o_c, o_v, m_v, H * V)                      # [C, BV]
         # the cast: a float64 scale (torch.compile) would promote dO
         dO = (scale * _load_chunk(do, base_v, t0, T, o_c, o_v, m_v, H * V)).to(tl.float32)
@@ -599,10 +613,17 @@ def _chunk_bwd_chunk_kernel(
 # =====================================================================================
 
 
+def stored_states_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype ``hs`` and ``dhs`` are stored in for inputs of ``dtype``: bfloat16 for half
+    inputs (a stored state is rounded once, to 8 mantissa bits, like the forward's bf16 operands),
+    float32 otherwise."""
+    return torch.bfloat16 if dtype in (torch.float16, torch.bfloat16) else torch.float32
+
+
 def chunk_fwd(
     r, w, k, v, a, b, scale, initial_state, output_final_state,
     *, store_states=False, out=None, final_state_out=None, chunk_size=None, BV=None, num_warps=None,
-    precision=None,
+    precision=None, states_dtype=None,
 ):
     """Launch the forward kernel. Returns ``(o, final state or None, chunk states or None)``."""
     B, T, H, K = r.shape
@@ -613,7 +634,8 @@ def chunk_fwd(
     ht = None
     if output_final_state:
         ht = final_state_out if final_state_out is not None else r.new_empty(B, H, K, V, dtype=torch.float32)
-    hs = r.new_empty(B, H, NT, K, V, dtype=torch.float32) if store_states else None
+    hs_dtype = states_dtype or DEFAULT_STATES_DTYPE or stored_states_dtype(r.dtype)
+    hs = r.new_empty(B, H, NT, K, V, dtype=hs_dtype) if store_states else None
     h0 = initial_state
     if T == 0:
         if ht is not None:
@@ -638,7 +660,7 @@ def chunk_fwd(
 
 def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None, num_warps=None,
               precision=None, impl=None, scan_BV=None, scan_warps=None, scan_precision=None,
-              state_precision=None, chunk_BV=None):
+              state_precision=None, chunk_BV=None, dhs_dtype=None):
     """Launch the backward. Returns ``(dr, dw, dk, dv, da, db, dh0 or None)``.
 
     ``impl``: "split" (scan + per-chunk kernel) or "fused" (one kernel); default by ``SPLIT_BWD_MIN_T``.
@@ -673,7 +695,8 @@ def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None
     if impl != "split":
         raise ValueError(f"chunk_bwd: impl must be 'split' or 'fused', got {impl!r}")
     NT = triton.cdiv(T, C)
-    dhs = torch.empty_like(hs)                 # gradient of the state leaving each chunk
+    # the gradient of the state leaving each chunk
+    dhs = torch.empty_like(hs, dtype=dhs_dtype or DEFAULT_DHS_DTYPE or stored_states_dtype(r.dtype))
     sBV = min(scan_BV or DEFAULT_BWD_SCAN_BV, BV)
     _chunk_bwd_scan_kernel[(triton.cdiv(V, sBV), B * H)](
         r, w, a, b, do,

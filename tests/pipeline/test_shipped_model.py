@@ -81,7 +81,10 @@ def test_stored_text_states_are_the_encoders(text_encoder, request):
     if request.config.getoption("--refresh-reference") or not TEXT_STATES.is_file():
         save_file({"text": text.contiguous(), "mask": mask.contiguous()}, str(TEXT_STATES))
     stored = load_file(str(TEXT_STATES))
-    torch.testing.assert_close(stored["text"], text)
+    # float32 to a few ulps of the encoder's: its matrix products round differently on CPUs
+    # with other vector units (2.7e-5 seen between two x86_64 machines), far below what the GPU
+    # test's tolerance notices
+    torch.testing.assert_close(stored["text"], text, rtol=1e-4, atol=1e-4)
     assert torch.equal(stored["mask"], mask)
 
 
