@@ -157,7 +157,7 @@ def adaln_modulate(x, shift, scale, eps):
     """``LayerNorm(x) * (1 + scale) + shift`` in ``shift``'s dtype; see kernels/adaln.py. One
     Triton pass for CUDA tensors (no float64), the PyTorch reference elsewhere (the CPU's
     LayerNorm and addcmul are already one pass each there)."""
-    if x.is_cuda and shift.is_cuda and scale.is_cuda and x.dtype != torch.float64:
+    if x.is_cuda and shift.is_cuda and scale.is_cuda and x.dtype != torch.float64 and not torch.compiler.is_compiling():
         fn = _triton_adaln()
         if fn is not None:
             return fn(x, shift, scale, eps)
@@ -167,7 +167,7 @@ def adaln_modulate(x, shift, scale, eps):
 def shifted_sum(y, n):
     """``y[..., :n] + token_shift(y[..., n:])`` for ``y [B, T, 2n]``; see kernels/token_shift.py.
     One Triton pass each way for CUDA tensors (no float64), the PyTorch reference elsewhere."""
-    if y.is_cuda and y.dtype != torch.float64:
+    if y.is_cuda and y.dtype != torch.float64 and not torch.compiler.is_compiling():
         fn = _triton_token_shift()
         if fn is not None:
             return fn(y, n)
