@@ -135,8 +135,11 @@ CELLS = ("ours_eager", "ours_compiled", "dit_eager", "dit_compiled")
 
 @functools.lru_cache(maxsize=1)
 def commit() -> str | None:
-    """The code measured: ``git rev-parse`` of this checkout, else $DIR7_COMMIT (a copy of the
-    tree without its .git, as on a rented GPU machine, is told it), else unknown."""
+    """The code measured: $DIR7_COMMIT where it is set (a copy of the tree sent to a rented GPU
+    machine may carry a stale .git, so the sender's word comes first), else ``git rev-parse`` of
+    this checkout, else unknown."""
+    if os.environ.get("DIR7_COMMIT"):
+        return os.environ["DIR7_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
                              capture_output=True, text=True, timeout=10)
@@ -144,7 +147,7 @@ def commit() -> str | None:
             return out.stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         pass
-    return os.environ.get("DIR7_COMMIT") or None
+    return None
 
 
 def gpu_main(args) -> dict:

@@ -47,3 +47,15 @@ def test_the_gpu_table_names_the_commits_when_its_cells_were_measured_apart():
     row["ours_compiled"], row["dit_compiled"] = cell("bbb2222"), cell("bbb2222")
     text = model_vs_dit.markdown_gpu(result)
     assert "commit aaa1111: ours eager at 1024, dit eager at 1024" in text and "commit bbb2222" in text
+
+
+def test_the_commit_a_cell_names_is_the_senders_where_it_is_given(monkeypatch):
+    """A tree copied to a GPU machine may carry a stale .git: $DIR7_COMMIT comes first, git second."""
+    model_vs_dit.commit.cache_clear()
+    monkeypatch.setenv("DIR7_COMMIT", "abc1234")
+    assert model_vs_dit.commit() == "abc1234"
+    model_vs_dit.commit.cache_clear()
+    monkeypatch.delenv("DIR7_COMMIT")
+    found = model_vs_dit.commit()  # this checkout's HEAD, or None outside a git checkout
+    assert found is None or (found != "abc1234" and len(found) >= 7)
+    model_vs_dit.commit.cache_clear()

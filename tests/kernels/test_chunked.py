@@ -135,3 +135,24 @@ def test_bad_shapes_raise():
         wkv7_chunked(r, w, k, v, a, b, initial_state=torch.zeros(1, 2, 8, 3, dtype=r.dtype))
     with pytest.raises(ValueError, match=r"\[B, T, H, K\]"):
         wkv7_chunked(r[0], w, k, v, a, b)
+
+
+def test_the_kernel_accessors_do_not_break_a_compiled_graph():
+    """Every dispatch call of a layer asks an accessor for its kernels; under torch.compile a
+    call that traced an import (or a functools.cache wrapper) split the model into one graph per
+    call site. Once resolved (on a GPU machine: when kernels is imported) they trace as constants."""
+    from dir7_kernels import dispatch
+
+    accessors = (dispatch._cpu_kernel, dispatch._cpu_time_mix, dispatch._triton_kernels, dispatch._triton_time_mix,
+                 dispatch._triton_adaln, dispatch._triton_token_shift)
+    for accessor in accessors:
+        accessor()
+
+    def f(x):
+        found = sum(accessor() is not None for accessor in accessors)
+        return x * 2 + found
+
+    explained = torch._dynamo.explain(f)(torch.randn(4))
+    assert explained.graph_break_count == 0 and explained.graph_count == 1, explained.break_reasons
+    if torch.cuda.is_available():
+        assert all(m in dispatch._FOUND for m in dispatch.TRITON_MODULES)
