@@ -1,12 +1,14 @@
-"""Process-wide settings for CPU inference that an application opts into (``python app.py`` does).
-
-The library never changes them on import: they affect every allocation of the process.
+"""Runtime helpers: process-wide settings for CPU inference that an application opts into
+(``python app.py`` does: the library never changes them on import, they affect every allocation of
+the process), and host-to-GPU copies that do not stall the host.
 """
 
 from __future__ import annotations
 
 import ctypes
 import sys
+
+import torch
 
 # glibc's mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -43,3 +45,18 @@ def keep_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # mallopt returns 1 on success; setting the mmap threshold also ends glibc's dynamic resizing of it
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+
+
+def to_device(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``x`` on ``device``; to a GPU from pinned host memory, so that the copy is asynchronous.
+
+    Numerical trap (speed): a CUDA copy from pageable host memory first synchronises the stream,
+    so the host waits until all queued GPU work is done and cannot queue the next training step
+    meanwhile; each step's CPU work (tokenising, drawing timesteps and noise, launching kernels)
+    then leaves the GPU idle. From pinned memory the copy is queued like a kernel. (PyTorch's
+    pinned-memory cache keeps the pinned block until the copy has run.)
+    """
+    device = torch.device(device)
+    if device.type != "cuda" or x.device.type == "cuda":
+        return x.to(device)
+    return (x if x.is_pinned() else x.pin_memory()).to(device, non_blocking=True)

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .runtime import to_device
+
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 _MINILM_NAMES = {DEFAULT_TEXT_ENCODER, "sentence-transformers/all-MiniLM-L6-v2"}
 
@@ -114,8 +116,8 @@ class TextEncoder(nn.Module):
             pad_id = self.tokenizer.pad_token_id or 0
             tokens["input_ids"] = torch.nn.functional.pad(tokens["input_ids"], (0, extra), value=pad_id)
             tokens["attention_mask"] = torch.nn.functional.pad(tokens["attention_mask"], (0, extra), value=0)
-        tokens = tokens.to(self.device)
-        mask = tokens["attention_mask"].bool()
+        ids, attention = (to_device(tokens[k], self.device) for k in ("input_ids", "attention_mask"))
+        mask = attention.bool()
         # per-token states, not the pooled output (CLIP pools at the first EOS token)
-        states = self.model(input_ids=tokens["input_ids"], attention_mask=tokens["attention_mask"]).last_hidden_state
+        states = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
         return states.float(), mask

@@ -41,6 +41,7 @@ from .checkpoint import CONFIG_NAME, atomic_directory_write, load_into, load_sta
 from .diffusion import diffusion_loss, drop_captions, make_scheduler
 from .model import DIR7Config, DIR7Model, grow_into, grown_config, grown_layout
 from .pipeline import DIR7Pipeline, PipelineConfig, image_grid, load_configs, save_configs
+from .runtime import to_device
 from .text_encoder import TextEncoder
 from .vocabulary import VOCABULARY_NAME, load_vocabulary, save_vocabulary, words
 
@@ -401,9 +402,11 @@ def training_step(net, model, ema, opt, enc, scheduler, images, captions, t, noi
     device = next(model.parameters()).device
     # padding is masked out (the model is invariant to it); a compiled model sees few shapes
     text, mask = enc(captions, pad_to_multiple_of=text_pad_multiple)
+    # every host-to-GPU copy of the step from pinned memory (runtime.to_device): one from pageable
+    # memory would make the host wait for the GPU to finish the previous step
+    images, t, noise = (to_device(x, device) for x in (images, t, noise))
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        loss = diffusion_loss(net, images.to(device, non_blocking=True), text, mask, scheduler, t=t, noise=noise,
-                              snr_gamma=snr_gamma)
+        loss = diffusion_loss(net, images, text, mask, scheduler, t=t, noise=noise, snr_gamma=snr_gamma)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)

@@ -332,3 +332,14 @@ def test_trim_log_keeps_the_steps_up_to_the_checkpoint_and_drops_a_cut_line(tmp_
     assert log.read_text() == '{"step": 2}\n'
     train_module.trim_log(tmp_path / "none.jsonl", 3)  # a new run has no log yet
     assert not (tmp_path / "none.jsonl").exists()
+
+
+def test_to_device_leaves_cpu_tensors_and_copies_to_a_gpu_from_pinned_memory():
+    from dir7.runtime import to_device
+
+    x = torch.arange(6.0)
+    assert to_device(x, "cpu") is x
+    if torch.cuda.is_available():
+        y = to_device(x, "cuda")
+        assert y.is_cuda and torch.equal(y.cpu(), x)
+        assert to_device(y, "cuda") is y
