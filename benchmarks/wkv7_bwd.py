@@ -76,6 +76,7 @@ VARIANTS = {
     "tf32 V side, float32 hs, bf16 dhs": {"DEFAULT_STATES_DTYPE": torch.float32},
     "bf16 V side, bf16 hs + dhs": {"DEFAULT_BWD_STATE_PRECISION": "bf16"},
     "bf16 V side, float32 hs + dhs": {**F32_STATES, "DEFAULT_BWD_STATE_PRECISION": "bf16"},
+    "K-side tiles reloaded after the V loop": {"DEFAULT_BWD_CHUNK_RECOMPUTE": True},
 }
 
 
@@ -164,18 +165,21 @@ def kernel_stats(r, w, k, v, a, b, do, hs):
         ms = do_bench(scan, warmup=20, rep=200, return_mode="median")
         print(f"T={T} scan BV={sbv} warps={sw} {sp}: {ms:.3f} ms, regs {ck.n_regs}, spills {ck.n_spills}",
               flush=True)
-    for bv, nw, pr, sp in ((64, 4, "tf32", "tf32"), (32, 4, "tf32", "tf32"), (16, 4, "tf32", "tf32"),
-                           (32, 2, "tf32", "tf32"), (16, 2, "tf32", "tf32"), (32, 8, "tf32", "tf32"),
-                           (32, 4, "tf32", "bf16"), (16, 4, "tf32", "bf16"), (16, 2, "tf32", "bf16"),
-                           (32, 2, "tf32", "bf16"), (16, 4, "bf16", "bf16")):
-        def chunk(bv=bv, nw=nw, pr=pr, sp=sp):
+    for bv, nw, pr, sp, rc in ((64, 4, "tf32", "tf32", False), (32, 4, "tf32", "tf32", False),
+                               (16, 4, "tf32", "tf32", False), (32, 2, "tf32", "tf32", False),
+                               (16, 2, "tf32", "tf32", False), (32, 8, "tf32", "tf32", False),
+                               (32, 4, "tf32", "tf32", True), (32, 2, "tf32", "tf32", True),
+                               (64, 4, "tf32", "tf32", True), (32, 4, "tf32", "bf16", False),
+                               (16, 4, "tf32", "bf16", False), (16, 2, "tf32", "bf16", False),
+                               (32, 2, "tf32", "bf16", False), (16, 4, "bf16", "bf16", False)):
+        def chunk(bv=bv, nw=nw, pr=pr, sp=sp, rc=rc):
             return tc._chunk_bwd_chunk_kernel[(NT, B_ * H_)](
                 r, w, k, v, a, b, hs, dhs, do, *outs, 1.0, T, H=H_, K=K_, V=K_, C=C, BK=K_, BV=bv,
-                PRECISION=pr, SPREC=sp, num_warps=nw)
+                PRECISION=pr, SPREC=sp, RECOMPUTE=rc, num_warps=nw)
         ck = chunk()
         ms = do_bench(chunk, warmup=20, rep=200, return_mode="median")
-        print(f"T={T} chunk BV={bv} warps={nw} {pr}/{sp}: {ms:.3f} ms, regs {ck.n_regs}, spills {ck.n_spills}, "
-              f"smem {ck.metadata.shared}", flush=True)
+        print(f"T={T} chunk BV={bv} warps={nw} {pr}/{sp}{' recompute' if rc else ''}: {ms:.3f} ms, "
+              f"regs {ck.n_regs}, spills {ck.n_spills}, smem {ck.metadata.shared}", flush=True)
 
 
 def main():
