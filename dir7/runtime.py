@@ -59,4 +59,7 @@ def to_device(x: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     device = torch.device(device)
     if device.type != "cuda" or x.device.type == "cuda":
         return x.to(device)
+    # contiguous first: a strided source (a data-parallel rank's slice of the batch) would be
+    # pinned whole and then copied through a pageable contiguous temporary
+    x = x.contiguous()
     return (x if x.is_pinned() else x.pin_memory()).to(device, non_blocking=True)

@@ -189,4 +189,7 @@ def shifted_sum(y, n):
 
 if torch.cuda.is_available():  # see _FOUND
     for _module in TRITON_MODULES:
-        _optional(_module)
+        try:
+            _optional(_module)
+        except Exception:  # a broken Triton install: import dir7 still works, the first CUDA call raises
+            _FOUND.pop(_module, None)

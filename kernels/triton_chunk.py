@@ -15,17 +15,17 @@ with A_dec = a_t exp(cw_{t-1}), R_dec = r_t exp(cw_t), B_end / K_end = b_s / k_s
 Forward: one program per (batch, head, V-tile) walks the chunks in order with the state in
 registers, so the whole forward is ONE launch (fla uses several kernels and round trips
 through memory for the same work). For training it also writes the state entering each
-chunk (``[B, H, NT, K, V]`` float32) for the backward. The default kernel holds the state
-transposed (S^T) and multiplies in bf16 for half inputs, so each product on the chain feeds
-the next in registers (see _chunk_fwd_kernel). Variants that measured slower (the S-layout
-forward, a two-pass and a look-ahead forward, register caps) are described, with their
-numbers and the commit that last held them, in docs/performance.md.
+chunk (``[B, H, NT, K, V]``, bf16 for half inputs: ``stored_states_dtype``) for the backward.
+The default kernel holds the state transposed (S^T) and multiplies in bf16 for half inputs, so
+each product on the chain feeds the next in registers (see _chunk_fwd_kernel). Variants that
+measured slower (the S-layout forward, a two-pass and a look-ahead forward, register caps) are
+described, with their numbers and the commit that last held them, in docs/performance.md.
 
 Backward: two implementations, chosen by sequence length (``SPLIT_BWD_MIN_T``, measured).
  - split, two launches:
    1. ``_chunk_bwd_scan_kernel``: a program per (batch, head, V-tile) carries only dS (the
       gradient of the state leaving a chunk) backwards through the chunks and writes it for
-      each chunk (``dhs``, ``[B, H, NT, K, V]`` float32, like ``hs``) and dh0. The recurrence
+      each chunk (``dhs``, ``[B, H, NT, K, V]``, stored like ``hs``) and dh0. The recurrence
       acts on each V column separately, so V splits as in the forward; dS is held transposed
       like the forward's state.
    2. ``_chunk_bwd_chunk_kernel``: a program per (chunk, batch, head), no serial loop: from hs

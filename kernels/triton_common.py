@@ -1,8 +1,8 @@
 """Helpers shared by the Triton WKV-7 kernels (imported only when Triton is wanted).
 
-Everything here imports ``triton`` at module level; ``kernels/__init__.py`` and
-``kernels/dispatch.py`` import the Triton modules lazily, so ``import kernels`` works on a
-machine without Triton or without a GPU.
+Everything here imports ``triton`` at module level; ``kernels/__init__.py`` imports the Triton
+modules lazily and ``kernels/dispatch.py`` only where a GPU is present (and then under
+try/except), so ``import kernels`` works on a machine without Triton or without a GPU.
 """
 
 from __future__ import annotations
