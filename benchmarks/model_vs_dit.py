@@ -234,6 +234,28 @@ def profile(model, cfg, batch: int, device, top: int = 30) -> dict:
 # ---------------------------------------------------------------------------------------
 
 
+def cpu_pipeline(checkpoint: str | None, preset: str | None, overrides: list[str], enc) -> tuple:
+    """The DIR-7 pipeline the CPU benchmark times and the name its table gives it: a model folder
+    (default: the shipped model), or an architecture (a preset with ``--set`` edits, as
+    ``dir7.train`` takes them) with random weights and the shipped model's sampling defaults;
+    the time of a forward does not depend on the weights."""
+    if preset is None:
+        if overrides:
+            raise ValueError("--set edits a --preset")
+        path = Path(checkpoint) if checkpoint else SHIPPED_CHECKPOINT
+        return dir7.DIR7Pipeline.from_pretrained(path, text_encoder=enc), path.name
+    if checkpoint:
+        raise ValueError("give --checkpoint or --preset, not both")
+    from dir7.architectures import build_model
+    from dir7.train import TrainConfig
+
+    cfg = TrainConfig(preset=preset, model_overrides=list(overrides)).model_config()
+    torch.manual_seed(0)
+    _, defaults = dir7.pipeline.load_configs(SHIPPED_CHECKPOINT)
+    name = " ".join([preset, *(f"--set {o}" for o in overrides)]) + " (random weights)"
+    return dir7.DIR7Pipeline(build_model(cfg).eval(), enc, defaults), name
+
+
 def cpu_main(args) -> dict:
     torch.set_num_threads(args.threads)
     # the demo's process keeps freed memory (dir7.keep_freed_memory, called by app.py); both models
@@ -241,15 +263,14 @@ def cpu_main(args) -> dict:
     allocator = "app" if args.allocator == "app" and dir7.keep_freed_memory() else "default"
     device = torch.device("cpu")
     enc = dir7.TextEncoder.from_pretrained()
-    path = Path(args.checkpoint) if args.checkpoint else SHIPPED_CHECKPOINT
-    ours = dir7.DIR7Pipeline.from_pretrained(path, text_encoder=enc)
-    defaults = ours.config  # the shipped sampling defaults, for both models
+    ours, model_name = cpu_pipeline(args.checkpoint, args.preset, args.set, enc)
+    defaults = ours.config  # the model's sampling defaults (the shipped ones for a preset), for both models
     dit_cfg = matched_dit(ours.model.num_parameters(), DiTConfig.from_preset(
         "dit-shapes", image_size=ours.model.config.image_size))
     torch.manual_seed(0)
     dit = dir7.DIR7Pipeline(DiTModel(dit_cfg), enc, defaults, name="dit")
     prompt = "a big red circle to the left of a small blue square"
-    result = {"env": env(device, args.threads), "model": path.name, "ours_params": ours.model.num_parameters(),
+    result = {"env": env(device, args.threads), "model": model_name, "ours_params": ours.model.num_parameters(),
               "dit_params": dit.model.num_parameters(), "dit_depth": dit_cfg.depth,
               "tokens": ours.model.config.num_tokens, "sampling": defaults.to_dict(), "allocator": allocator,
               "commit": commit()}
@@ -378,6 +399,11 @@ def main() -> int:
     ap.add_argument("--device", choices=("cuda", "cpu"), required=True)
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (CPU only)")
     ap.add_argument("--checkpoint", default=None, help="the DIR-7 model timed on the CPU (default: the shipped one)")
+    ap.add_argument("--preset", default=None,
+                    help="CPU: time an architecture instead (a model preset, random weights, the shipped sampling "
+                         "defaults)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="CPU: edit a field of --preset's config (repeatable), as dir7.train --set does")
     ap.add_argument("--images", type=int, default=3, help="CPU: whole images per model (median)")
     ap.add_argument("--forwards", type=int, default=10, help="CPU: single forwards per model (median)")
     ap.add_argument("--allocator", choices=("app", "default"), default="app",

@@ -59,3 +59,25 @@ def test_the_commit_a_cell_names_is_the_senders_where_it_is_given(monkeypatch):
     found = model_vs_dit.commit()  # this checkout's HEAD, or None outside a git checkout
     assert found is None or (found != "abc1234" and len(found) >= 7)
     model_vs_dit.commit.cache_clear()
+
+
+def test_the_cpu_benchmark_times_a_folder_or_an_architecture(monkeypatch):
+    """--checkpoint (default the shipped model) or --preset with --set edits (random weights, the
+    shipped sampling defaults); a mix of the two is refused."""
+    import pytest
+
+    class FakeEncoder:  # the pipeline only keeps it
+        dim = 384
+
+    made = {}
+    monkeypatch.setattr(dir7.DIR7Pipeline, "from_pretrained",
+                        classmethod(lambda cls, path, text_encoder=None: made.setdefault("path", path)))
+    _, name = model_vs_dit.cpu_pipeline(None, None, [], FakeEncoder())
+    assert made["path"] == model_vs_dit.SHIPPED_CHECKPOINT and name == "dir7-shapes"
+    pipe, name = model_vs_dit.cpu_pipeline(None, "dir7-demo", ["depth=3"], FakeEncoder())
+    assert len(pipe.model.blocks) == 3 and name == "dir7-demo --set depth=3 (random weights)"
+    assert pipe.config.to_dict() == dir7.pipeline.load_configs(model_vs_dit.SHIPPED_CHECKPOINT)[1].to_dict()
+    with pytest.raises(ValueError, match="not both"):
+        model_vs_dit.cpu_pipeline("some/dir", "dir7-demo", [], FakeEncoder())
+    with pytest.raises(ValueError, match="--set edits a --preset"):
+        model_vs_dit.cpu_pipeline(None, None, ["depth=3"], FakeEncoder())
