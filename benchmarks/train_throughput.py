@@ -1,6 +1,6 @@
 """Training throughput of one GPU: images/s of dir7.train's step at several batch sizes.
 
-    python -m benchmarks.train_throughput [--preset dir7-demo] [--cross-mode prefix]
+    python -m benchmarks.train_throughput [--preset dir7-demo] [--cross-mode prefix] [--set depth=11]
         [--batch-sizes 128,256,512] [--compile] [--profile] [--json out.json]
 
 Times exactly the step ``python -m dir7.train`` runs (``dir7.train.training_step``: text
@@ -26,7 +26,7 @@ import torch
 from dir7 import DIR7Config, DIR7Model, TextEncoder
 from dir7.data import ShapesDataset, shapes_dataloader
 from dir7.diffusion import make_scheduler
-from dir7.train import training_step
+from dir7.train import TrainConfig, training_step
 
 
 def batches(cfg: DIR7Config, batch_size: int, n: int, seed: int = 0):
@@ -104,6 +104,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="dir7-demo")
     ap.add_argument("--cross-mode", default="prefix")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="edit a field of the preset's config (repeatable), as dir7.train --set does, e.g. "
+                         "--set depth=11 for the shipped shapes model's architecture")
     ap.add_argument("--batch-sizes", default="128,256,512")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=5)
@@ -116,7 +119,7 @@ def main():
     if not torch.cuda.is_available():
         sys.exit("train_throughput.py times the GPU training step: no CUDA device found")
 
-    cfg = DIR7Config.from_preset(args.preset, cross_mode=args.cross_mode)
+    cfg = TrainConfig(preset=args.preset, model_overrides=[f"cross_mode={args.cross_mode}", *args.set]).model_config()
     enc = TextEncoder.from_pretrained(cfg.text_encoder, cfg.max_text_len).cuda()
     rows = []
     sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -136,6 +139,7 @@ def main():
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {"device": torch.cuda.get_device_name(), "preset": args.preset, "cross_mode": args.cross_mode,
+              "overrides": args.set,
               "rows": rows}
     if args.workers:
         result["loader_images_per_s"] = loader_rate(args.workers)
