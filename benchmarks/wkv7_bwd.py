@@ -2,9 +2,9 @@
 (the kernel picks one by sequence length, ``SPLIT_BWD_MIN_T``; here each is forced in turn).
 
     python -m benchmarks.wkv7_bwd [--T 256 1024 4096] [--sweep] [--no-ref]
-    python -m benchmarks.wkv7_bwd --variants [--T ...]
+    python -m benchmarks.wkv7_bwd --variants [--T ...] [--B 512 --H 6 --K 32 --T 304]
 
-B=16, H=16, K=V=64, bf16, rwkv7-style inputs. For each T: the two implementations' gradients
+B=16, H=16, K=V=64 unless --B, --H, --K say otherwise; bf16, rwkv7-style inputs. For each T: the two implementations' gradients
 against each other at the benchmark size (relative RMS), then forward+backward (autograd, as
 benchmarks/wkv7.py times it) and the backward alone (chunk_bwd), median of do_bench with inputs
 rotated past L2. --sweep also times launch variants of the split backward. Unless --no-ref,
@@ -41,8 +41,8 @@ def force(impl: str) -> None:
     triton_chunk.SPLIT_BWD_MIN_T = 0 if impl == "split" else 1 << 30
 
 
-def inputs(B, T, Hn=H, w_kind="rwkv7", dtype=DT):
-    shape = (B, T, Hn, K)
+def inputs(B, T, Hn=None, w_kind="rwkv7", dtype=DT):
+    shape = (B, T, H if Hn is None else Hn, K)
     z = torch.randn(shape, device="cuda")
     w = -0.6065306597126334 * torch.sigmoid(z) if w_kind == "rwkv7" else F.logsigmoid(z)
     kk = F.normalize(torch.randn(shape, device="cuda"), dim=-1)
@@ -189,12 +189,16 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--T", type=int, nargs="+", default=[256, 1024, 4096])
     p.add_argument("--B", type=int, default=16)
+    p.add_argument("--H", type=int, default=H, help="heads (the shapes and emoji models: --B 512 --H 6 --K 32)")
+    p.add_argument("--K", type=int, default=K, help="head size (K = V)")
     p.add_argument("--sweep", action="store_true")
     p.add_argument("--no-ref", action="store_true")
     p.add_argument("--kernels", action="store_true", help="time the split's two kernels alone, print registers")
     p.add_argument("--ref-only", action="store_true")
     p.add_argument("--variants", action="store_true", help="accuracy and fwd+bwd time of each of VARIANTS")
     args = p.parse_args()
+    global H, K
+    H, K = args.H, args.K
     if args.variants:
         print(torch.cuda.get_device_name(), torch.__version__, flush=True)
         rc = variants_main(args.T, args.B)
