@@ -4,11 +4,11 @@
     python -m benchmarks.wkv7_bwd [--T 256 1024 4096] [--sweep] [--no-ref]
     python -m benchmarks.wkv7_bwd --variants [--T ...] [--B 512 --H 6 --K 32 --T 304]
 
-B=16, H=16, K=V=64 unless --B, --H, --K say otherwise; bf16, rwkv7-style inputs. For each T: the two implementations' gradients
-against each other at the benchmark size (relative RMS), then forward+backward (autograd, as
-benchmarks/wkv7.py times it) and the backward alone (chunk_bwd), median of do_bench with inputs
-rotated past L2. --sweep also times launch variants of the split backward. Unless --no-ref,
-first a float64 sequential-reference check at B=2, H=4, T=1024 for both.
+B=16, H=16, K=V=64 unless --B, --H, --K say otherwise; bf16, rwkv7-style inputs. For each T:
+the two implementations' gradients against each other at the benchmark size (relative RMS),
+then forward+backward (autograd, as benchmarks/wkv7.py times it) and the backward alone
+(chunk_bwd), median of do_bench with inputs rotated past L2. --sweep also times launch variants
+of the split backward. Unless --no-ref, first a float64 sequential-reference check at B=2, H=4, T=1024 for both.
 
 --variants: the training path (autograd forward + backward, the kernel's own choice of
 backward) under each of ``VARIANTS`` (module defaults of kernels/triton_chunk.py: the V-side
