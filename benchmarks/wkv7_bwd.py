@@ -186,6 +186,7 @@ def kernel_stats(r, w, k, v, a, b, do, hs):
 
 
 def main():
+    global H, K  # the benchmark shape (--H, --K), read by inputs() and the checks
     p = argparse.ArgumentParser()
     p.add_argument("--T", type=int, nargs="+", default=[256, 1024, 4096])
     p.add_argument("--B", type=int, default=16)
@@ -197,7 +198,6 @@ def main():
     p.add_argument("--ref-only", action="store_true")
     p.add_argument("--variants", action="store_true", help="accuracy and fwd+bwd time of each of VARIANTS")
     args = p.parse_args()
-    global H, K
     H, K = args.H, args.K
     if args.variants:
         print(torch.cuda.get_device_name(), torch.__version__, flush=True)
