@@ -36,6 +36,11 @@ def set_steps(page, steps: int) -> None:
         steps_box.wait_for(state="visible", timeout=10_000)
     steps_box.fill(str(steps))
     steps_box.press("Enter")
+    steps_box.blur()
+    # the slider's state (which its range input shows) must hold the value before Generate reads
+    # it: a click right after the fill sent the old value once in a while (25 steps for 6)
+    page.wait_for_function("n => document.querySelector('#steps input[type=range]').value === String(n)",
+                           arg=steps, timeout=10_000, polling=50)
 
 
 def generate_and_wait(page, prompt: str, steps: int | None, timeout_ms: int) -> None:
