@@ -29,18 +29,29 @@ def open_browser(playwright):
 
 
 def set_steps(page, steps: int) -> None:
-    """Open the Settings panel if it is closed, and type the number of steps."""
+    """Open the Settings panel if it is closed, type the number of steps, and wait until the
+    slider's own state (which its range input shows) holds it and keeps it: typed into a panel
+    that was still being built, the value was sometimes reset, and Generate then sent the old
+    one (25 steps for 6, in two of four full test runs)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     steps_box = page.locator("#steps input[type=number]")
     if not steps_box.is_visible():
         page.locator("#settings").get_by_text("Settings").click()
         steps_box.wait_for(state="visible", timeout=10_000)
-    steps_box.fill(str(steps))
-    steps_box.press("Enter")
-    steps_box.blur()
-    # the slider's state (which its range input shows) must hold the value before Generate reads
-    # it: a click right after the fill sent the old value once in a while (25 steps for 6)
-    page.wait_for_function("n => document.querySelector('#steps input[type=range]').value === String(n)",
-                           arg=steps, timeout=10_000, polling=50)
+    held = "n => document.querySelector('#steps input[type=range]').value === String(n)"
+    for _ in range(10):
+        steps_box.fill(str(steps))
+        steps_box.press("Enter")
+        steps_box.blur()
+        try:
+            page.wait_for_function(held, arg=steps, timeout=1_000, polling=50)
+            page.wait_for_timeout(300)  # a reset comes soon after the fill, if at all
+            if page.evaluate(held, steps):
+                return
+        except PlaywrightTimeoutError:
+            pass
+    raise AssertionError(f"the Steps slider did not keep {steps} (it shows {steps_box.input_value()})")
 
 
 def generate_and_wait(page, prompt: str, steps: int | None, timeout_ms: int) -> None:
