@@ -60,7 +60,9 @@ def rel(x, ref):
 
 
 def grads(impl, xs, h0, do, dht):
-    force(impl)
+    """The chunked kernel's gradients with the backward ``impl`` forced (None: the kernel's own choice)."""
+    if impl is not None:
+        force(impl)
     xs = [x.detach().requires_grad_() for x in xs]
     leaves = xs + ([h0.detach().requires_grad_()] if h0 is not None else [])
     o, ht = triton_chunk.wkv7_triton_chunk(*xs, initial_state=leaves[6] if h0 is not None else None,
@@ -69,6 +71,19 @@ def grads(impl, xs, h0, do, dht):
 
 
 NAMES = ("dr", "dw", "dk", "dv", "da", "db", "dh0")
+
+
+def reference_case(w_kind="rwkv7"):
+    """The float64 check's inputs at B=2, H=4, T=1024 (with h0 and both cotangents) and the sequential
+    reference's gradients: ``(xs, h0, do, dht, grads)``."""
+    torch.manual_seed(1)
+    xs = inputs(2, 1024, 4, w_kind)
+    h0 = torch.randn(2, 4, K, K, device="cuda")
+    do = torch.randn(2, 1024, 4, K, device="cuda")
+    dht = torch.randn(2, 4, K, K, device="cuda")
+    xd = [x.detach().double().requires_grad_() for x in xs] + [h0.double().requires_grad_()]
+    o, ht = wkv7_naive(*xd[:6], initial_state=xd[6], output_final_state=True)
+    return xs, h0, do, dht, torch.autograd.grad((o * do.double()).sum() + (ht * dht.double()).sum(), xd)
 
 F32_STATES = {"DEFAULT_DHS_DTYPE": torch.float32, "DEFAULT_STATES_DTYPE": torch.float32}
 # name -> overrides of kernels/triton_chunk.py's module defaults
@@ -92,23 +107,13 @@ def apply_variant(overrides: dict) -> dict:
 
 def variants_main(Ts, B):
     """Accuracy against float64, then forward + backward time, of each of VARIANTS."""
-    torch.manual_seed(1)
-    xs = inputs(2, 1024, 4)
-    h0 = torch.randn(2, 4, K, K, device="cuda")
-    do = torch.randn(2, 1024, 4, K, device="cuda")
-    dht = torch.randn(2, 4, K, K, device="cuda")
-    xd = [x.detach().double().requires_grad_() for x in xs] + [h0.double().requires_grad_()]
-    o, ht = wkv7_naive(*xd[:6], initial_state=xd[6], output_final_state=True)
-    gref = torch.autograd.grad((o * do.double()).sum() + (ht * dht.double()).sum(), xd)
+    xs, h0, do, dht, gref = reference_case()
     sets = {T: [(inputs(B, T), torch.randn(B, T, H, K, device="cuda", dtype=DT)) for _ in range(2)] for T in Ts}
     ok = True
     for name, overrides in VARIANTS.items():
         old = apply_variant(overrides)
         try:
-            leaves = [x.detach().requires_grad_() for x in xs] + [h0.detach().requires_grad_()]
-            o, ht = triton_chunk.wkv7_triton_chunk(*leaves[:6], initial_state=leaves[6], output_final_state=True)
-            g = torch.autograd.grad((o.float() * do).sum() + (ht * dht).sum(), leaves)
-            errs = [rel(a, b) for a, b in zip(g, gref)]
+            errs = [rel(a, b) for a, b in zip(grads(None, xs, h0, do, dht), gref)]
             good = all(e < 1e-2 for e in errs)
             ok &= good or not name.startswith("default")
             line = f"{name:40s} worst rel err {max(errs):.2e} ({NAMES[errs.index(max(errs))]})" + \
@@ -134,14 +139,7 @@ def variants_main(Ts, B):
 def ref_check():
     ok = True
     for w_kind in ("rwkv7", "fla"):
-        torch.manual_seed(1)
-        xs = inputs(2, 1024, 4, w_kind)
-        h0 = torch.randn(2, 4, K, K, device="cuda")
-        do = torch.randn(2, 1024, 4, K, device="cuda")
-        dht = torch.randn(2, 4, K, K, device="cuda")
-        xd = [x.detach().double().requires_grad_() for x in xs] + [h0.double().requires_grad_()]
-        o, ht = wkv7_naive(*xd[:6], initial_state=xd[6], output_final_state=True)
-        gref = torch.autograd.grad((o * do.double()).sum() + (ht * dht.double()).sum(), xd)
+        xs, h0, do, dht, gref = reference_case(w_kind)
         for impl in ("fused", "split"):
             g = grads(impl, xs, h0, do, dht)
             errs = [rel(a, b) for a, b in zip(g, gref)]

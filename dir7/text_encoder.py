@@ -116,7 +116,8 @@ class TextEncoder(nn.Module):
             pad_id = self.tokenizer.pad_token_id or 0
             tokens["input_ids"] = torch.nn.functional.pad(tokens["input_ids"], (0, extra), value=pad_id)
             tokens["attention_mask"] = torch.nn.functional.pad(tokens["attention_mask"], (0, extra), value=0)
-        ids, attention = (to_device(tokens[k], self.device) for k in ("input_ids", "attention_mask"))
+        device = self.device
+        ids, attention = (to_device(tokens[k], device) for k in ("input_ids", "attention_mask"))
         mask = attention.bool()
         # per-token states, not the pooled output (CLIP pools at the first EOS token)
         states = self.model(input_ids=ids, attention_mask=attention).last_hidden_state
