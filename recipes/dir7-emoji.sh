@@ -8,6 +8,8 @@
 #   bash recipes/dir7-emoji.sh train3 DIR        # run 3: run 2's EMA carried on (the control arm)
 #   bash recipes/dir7-emoji.sh train3-pooled DIR # run 3's other arm: the same with pooled_text switched on
 #                                                # (run both side by side on one GPU)
+#   bash recipes/dir7-emoji.sh train4 DIR        # run 4: from scratch, 11 blocks, prefix mode (the control)
+#   bash recipes/dir7-emoji.sh train4-state DIR  # run 4's other arm: the same in state mode (side by side)
 #   bash recipes/dir7-emoji.sh eval MODEL [...]  # EmojiEval: seen, held-out and showcase prompts, seeds 0-1;
 #                                                # further arguments go to python -m dir7.eval emoji
 #   bash recipes/dir7-emoji.sh sweep MODEL       # EmojiEval of the first 200 seen prompts (seed 100, kept
@@ -36,7 +38,7 @@ INTERVAL=${INTERVAL:-all}
 PYTHON=${PYTHON:-python}
 
 usage() {
-    echo "usage: $0 data DIR | train DIR | train2 DIR | train3 DIR | train3-pooled DIR | eval MODEL [dir7.eval emoji options] | sweep MODEL" >&2
+    echo "usage: $0 data DIR | train DIR | train2 DIR | train3 DIR | train3-pooled DIR | train4 DIR | train4-state DIR | eval MODEL [dir7.eval emoji options] | sweep MODEL" >&2
     exit 2
 }
 
@@ -69,6 +71,17 @@ train3 | train3-pooled)
     else extra=(--set pooled_text=true --out "$RUNS/emoji3-pooled" --stop-step 1651); fi
     run "$PYTHON" -m dir7.train --train-preset emoji --data "emoji:$target" --preset dir7-demo \
         --init-from "$RUNS/emoji2/checkpoint/ema" --lr 2.5e-4 --warmup 100 --steps 1850 "${extra[@]}"
+    ;;
+train4 | train4-state)
+    # from scratch, the shapes model's 11 blocks (dir7-demo is 7), at a constant lr after the warm-up,
+    # so that a later session carries an arm on from its fp16 EMA (INIT=DIR: --init-from, fresh AdamW
+    # moments, hence a warm-up again) without restarting a schedule; MINUTES bounds one sitting
+    if [ "$what" = train4 ]; then extra=(--out "$RUNS/emoji4-prefix")
+    else extra=(--set cross_mode=state --out "$RUNS/emoji4-state"); fi
+    if [ -n "${INIT:-}" ]; then extra+=(--init-from "$INIT"); fi
+    run "$PYTHON" -m dir7.train --train-preset emoji --data "emoji:$target" --preset dir7-demo --set depth=11 \
+        --lr 4e-4 --warmup 200 --lr-schedule constant --steps 1000000 --time-limit-min "${MINUTES:-0}" \
+        "${extra[@]}"
     ;;
 eval)
     for seed in $SEEDS; do
