@@ -12,10 +12,10 @@ of the split backward. Unless --no-ref, first a float64 sequential-reference che
 
 --variants: the training path (autograd forward + backward, the kernel's own choice of
 backward) under each of ``VARIANTS`` (module defaults of kernels/triton_chunk.py: the V-side
-product precision, the storage dtype of the saved states and of the state gradients, the
-per-chunk kernel's RECOMPUTE), each checked against the float64 reference first, then timed at
-every T; with --kernels also the per-chunk kernel's configurations alone. The check fails only
-where the default misses the 1e-2 bar or does not run.
+product precision, the storage dtype of the saved states and of the state gradients), each
+checked against the float64 reference first, then timed at every T; with --kernels also the
+per-chunk kernel's configurations alone. The check fails only where the default misses the 1e-2
+bar or does not run.
 """
 from __future__ import annotations
 
@@ -93,7 +93,6 @@ VARIANTS = {
     "tf32 V side, float32 hs, bf16 dhs": {"DEFAULT_STATES_DTYPE": torch.float32},
     "bf16 V side, bf16 hs + dhs": {"DEFAULT_BWD_STATE_PRECISION": "bf16"},
     "bf16 V side, float32 hs + dhs": {**F32_STATES, "DEFAULT_BWD_STATE_PRECISION": "bf16"},
-    "K-side tiles reloaded after the V loop": {"DEFAULT_BWD_CHUNK_RECOMPUTE": True},
 }
 
 
@@ -166,21 +165,18 @@ def kernel_stats(r, w, k, v, a, b, do, hs):
         ms = do_bench(scan, warmup=20, rep=200, return_mode="median")
         print(f"T={T} scan BV={sbv} warps={sw} {sp}: {ms:.3f} ms, regs {ck.n_regs}, spills {ck.n_spills}",
               flush=True)
-    for bv, nw, pr, sp, rc in ((64, 4, "tf32", "tf32", False), (32, 4, "tf32", "tf32", False),
-                               (16, 4, "tf32", "tf32", False), (32, 2, "tf32", "tf32", False),
-                               (16, 2, "tf32", "tf32", False), (32, 8, "tf32", "tf32", False),
-                               (32, 4, "tf32", "tf32", True), (32, 2, "tf32", "tf32", True),
-                               (64, 4, "tf32", "tf32", True), (32, 4, "tf32", "bf16", False),
-                               (16, 4, "tf32", "bf16", False), (16, 2, "tf32", "bf16", False),
-                               (32, 2, "tf32", "bf16", False), (16, 4, "bf16", "bf16", False)):
-        def chunk(bv=bv, nw=nw, pr=pr, sp=sp, rc=rc):
+    for bv, nw, pr, sp in ((64, 4, "tf32", "tf32"), (32, 4, "tf32", "tf32"), (16, 4, "tf32", "tf32"),
+                           (32, 2, "tf32", "tf32"), (16, 2, "tf32", "tf32"), (32, 8, "tf32", "tf32"),
+                           (32, 4, "tf32", "bf16"), (16, 4, "tf32", "bf16"), (16, 2, "tf32", "bf16"),
+                           (32, 2, "tf32", "bf16"), (16, 4, "bf16", "bf16")):
+        def chunk(bv=bv, nw=nw, pr=pr, sp=sp):
             return tc._chunk_bwd_chunk_kernel[(NT, B_ * H_)](
                 r, w, k, v, a, b, hs, dhs, do, *outs, 1.0, T, H=H_, K=K_, V=K_, C=C, BK=K_, BV=bv,
-                PRECISION=pr, SPREC=sp, RECOMPUTE=rc, num_warps=nw)
+                PRECISION=pr, SPREC=sp, num_warps=nw)
         ck = chunk()
         ms = do_bench(chunk, warmup=20, rep=200, return_mode="median")
-        print(f"T={T} chunk BV={bv} warps={nw} {pr}/{sp}{' recompute' if rc else ''}: {ms:.3f} ms, "
-              f"regs {ck.n_regs}, spills {ck.n_spills}, smem {ck.metadata.shared}", flush=True)
+        print(f"T={T} chunk BV={bv} warps={nw} {pr}/{sp}: {ms:.3f} ms, regs {ck.n_regs}, spills {ck.n_spills}, "
+              f"smem {ck.metadata.shared}", flush=True)
 
 
 def main():

@@ -74,10 +74,6 @@ DEFAULT_BWD_CHUNK_BV = 32           # its V columns per pass (it loops over V)
 # + backward at T = 1024 / 4096; H200, B=16, H=16, K=V=64, float32 states) but miss the 1e-2 bar
 # on the tests' hard case of nearly equal keys (da 1.3e-2 against float64), so they stay off.
 DEFAULT_BWD_STATE_PRECISION = None
-# The per-chunk kernel reloads its K-side tiles after its V loop instead of holding all of them
-# through it (register pressure: 255 registers at 4 warps). Not yet timed: off until measured
-# (benchmarks.wkv7_bwd --variants).
-DEFAULT_BWD_CHUNK_RECOMPUTE = False
 # Storage of the chunk-entry states the training forward keeps for the backward (``hs``) and of
 # the split backward's state gradients (``dhs``), both [B, H, NT, K, V]: at T = 4096 with B = 16,
 # H = 16 each is 1 GiB in float32, written once and read once. None takes stored_states_dtype():
@@ -113,30 +109,6 @@ def _chunk_decays(b_w, o_c, C: tl.constexpr):
     # padded rows have w = 0, so the last row is the cumulative decay of the real steps
     cw_end = tl.sum(tl.where((o_c == C - 1)[:, None], cw, 0.0), 0)      # [K]
     return cw, cw_prev, mid, cw_end
-
-
-@triton.jit
-def _chunk_bwd_factors(r, w, k, a, b, base_k, t0, T, o_c, o_k, m_k, H: tl.constexpr, K: tl.constexpr,
-                       C: tl.constexpr):
-    """The per-chunk kernel's K-side tiles ([C, K], float32, log2-unit decays) from the inputs:
-    r, the mid-factorised r_m, a_m, b_m, k_m and their factors e_rm, e_am, e_bm, the decays
-    e_cw = exp(cw), e_cwp = exp(cw_prev), to_end = exp(cw_C - cw) ([C, K]) and dec_end = exp(cw_C) ([K]),
-    and the decayed copies a_dec, b_end, k_end."""
-    b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)
-    b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
-    b_k = _load_chunk(k, base_k, t0, T, o_c, o_k, m_k, H * K)
-    b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
-    b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
-    cw, cw_prev, mid, cw_end = _chunk_decays(b_w * 1.4426950408889634, o_c, C)
-    e_rm = tl.exp2(cw - mid[None, :])
-    e_am = tl.exp2(cw_prev - mid[None, :])
-    e_bm = tl.exp2(mid[None, :] - cw)
-    e_cw = tl.exp2(cw)
-    e_cwp = tl.exp2(cw_prev)
-    to_end = tl.exp2(cw_end[None, :] - cw)
-    dec_end = tl.exp2(cw_end)
-    return (b_r, b_r * e_rm, b_a * e_am, b_b * e_bm, b_k * e_bm, e_rm, e_am, e_bm, e_cw, e_cwp, to_end, dec_end,
-            b_a * e_cwp, b_b * to_end, b_k * to_end)
 
 
 # =====================================================================================
@@ -513,7 +485,6 @@ def _chunk_bwd_chunk_kernel(
     BV: tl.constexpr,          # V columns per pass of the loop below (BV < V: several passes)
     PRECISION: tl.constexpr,   # the pair products, the inverse and their gradients
     SPREC: tl.constexpr,       # the products with a V side
-    RECOMPUTE: tl.constexpr,   # reload the K-side tiles after the V loop instead of holding them
 ):
     """Split backward, pass 2: a program per (chunk, batch, head): every gradient of its chunk
     from the state entering it (hs) and the gradient of the one leaving it (dhs).
@@ -536,14 +507,33 @@ def _chunk_bwd_chunk_kernel(
     causal = o_c[:, None] >= o_c[None, :]
     rows = t0 + o_c
     m_rows_k = (rows < T)[:, None] & m_k[None, :]
+    b_r = _load_chunk(r, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_w = _load_chunk(w, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_k = _load_chunk(k, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_a = _load_chunk(a, base_k, t0, T, o_c, o_k, m_k, H * K)
+    b_b = _load_chunk(b, base_k, t0, T, o_c, o_k, m_k, H * K)
+
     # ---- recompute the state-independent matrices of this chunk (log2-unit decays)
-    (b_r, r_m, a_m, b_m, k_m, e_rm, e_am, e_bm, e_cw, e_cwp, to_end, dec_end, a_dec, b_end,
-     k_end) = _chunk_bwd_factors(r, w, k, a, b, base_k, t0, T, o_c, o_k, m_k, H, K, C)
+    cw, cw_prev, mid, cw_end = _chunk_decays(b_w * 1.4426950408889634, o_c, C)
+    e_rm = tl.exp2(cw - mid[None, :])
+    e_am = tl.exp2(cw_prev - mid[None, :])
+    e_bm = tl.exp2(mid[None, :] - cw)
+    r_m = b_r * e_rm
+    a_m = b_a * e_am
+    b_m = b_b * e_bm
+    k_m = b_k * e_bm
     L_ab = tl.where(strict, mm(a_m, tl.trans(b_m), PRECISION), 0.0)
     L_ak = tl.where(strict, mm(a_m, tl.trans(k_m), PRECISION), 0.0)
     Q_rb = tl.where(causal, mm(r_m, tl.trans(b_m), PRECISION), 0.0)
     Q_rk = tl.where(causal, mm(r_m, tl.trans(k_m), PRECISION), 0.0)
     T_inv = unit_lower_inverse(L_ab, C, PRECISION)
+    e_cw = tl.exp2(cw)
+    e_cwp = tl.exp2(cw_prev)
+    to_end = tl.exp2(cw_end[None, :] - cw)
+    dec_end = tl.exp2(cw_end)
+    a_dec = b_a * e_cwp
+    b_end = b_b * to_end
+    k_end = b_k * to_end
 
     # ---- the V side, BV columns at a time; sums over V accumulate
     d_b_end = tl.zeros([C, BK], dtype=tl.float32)
@@ -590,11 +580,6 @@ def _chunk_bwd_chunk_kernel(
     dQ_rk = tl.where(causal, dQ_rk, 0.0)
     dL_ab = tl.where(strict, dL_ab, 0.0)
     dL_ak = tl.where(strict, dL_ak, 0.0)
-    if RECOMPUTE:
-        # the K-side tiles again from the inputs (L2-resident), so that only those the V loop
-        # reads stayed live across it: fewer registers held through the loop
-        (b_r, r_m, a_m, b_m, k_m, e_rm, e_am, e_bm, e_cw, e_cwp, to_end, dec_end, a_dec, b_end,
-         k_end) = _chunk_bwd_factors(r, w, k, a, b, base_k, t0, T, o_c, o_k, m_k, H, K, C)
 
     # ---- through the mid-factorised pair products, back to r, a, b, k and the decays
     # (as in _chunk_bwd_step)
@@ -675,7 +660,7 @@ def chunk_fwd(
 
 def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None, num_warps=None,
               precision=None, impl=None, scan_BV=None, scan_warps=None, scan_precision=None,
-              state_precision=None, chunk_BV=None, dhs_dtype=None, recompute=None):
+              state_precision=None, chunk_BV=None, dhs_dtype=None):
     """Launch the backward. Returns ``(dr, dw, dk, dv, da, db, dh0 or None)``.
 
     ``impl``: "split" (scan + per-chunk kernel) or "fused" (one kernel); default by ``SPLIT_BWD_MIN_T``.
@@ -731,7 +716,6 @@ def chunk_bwd(r, w, k, v, a, b, scale, hs, do, dht, need_dh0, *, chunk_size=None
         H=H, K=K, V=V, C=C, BK=BK, BV=min(chunk_BV or DEFAULT_BWD_CHUNK_BV, BV),
         PRECISION=precision,
         SPREC=state_precision or DEFAULT_BWD_STATE_PRECISION or precision,
-        RECOMPUTE=DEFAULT_BWD_CHUNK_RECOMPUTE if recompute is None else recompute,
         num_warps=num_warps or DEFAULT_BWD_CHUNK_WARPS,
     )
     return dr, dw, dk, dv, da, db, dh0

@@ -221,24 +221,6 @@ def test_chunk_backward_impls_agree(c: Case, tol: float):
         assert err < tol, f"{name}: split vs fused relative RMS {err:.3e} >= {tol:.0e}"
 
 
-@pytest.mark.parametrize(("c", "tol"), BWD_AGREE_CASES)
-def test_split_backward_gives_the_same_gradients_reloading_its_k_side_tiles(c: Case, tol: float):
-    """The per-chunk kernel's ``RECOMPUTE`` variant (K-side tiles reloaded after the V loop
-    instead of held through it) computes the same values by the same operations. Under the
-    interpreter both run the same Python, so there it checks that the variant runs; on a GPU it
-    checks the two compiled kernels agree."""
-    xs, h0 = make_inputs(c)
-    o, _, hs = triton_chunk.chunk_fwd(*xs, c.scale, h0, True, store_states=True)
-    do = torch.randn_like(o)
-    dht = torch.randn(c.B, c.H, c.K, c.V, device=DEVICE) if c.final else None
-    args = (*xs, c.scale, hs, do, dht, c.h0)
-    held = triton_chunk.chunk_bwd(*args, impl="split", chunk_BV=16, recompute=False)
-    reloaded = triton_chunk.chunk_bwd(*args, impl="split", chunk_BV=16, recompute=True)
-    for name, g, g_ref in zip(("dr", "dw", "dk", "dv", "da", "db", "dh0"), reloaded, held):
-        if g_ref is not None:
-            assert rel_err(g, g_ref) < 1e-6, name
-
-
 @pytest.mark.parametrize("chunk_size", [16, 32])
 def test_chunk_forward_no_grad(chunk_size: int):
     """The inference path of the chunked kernel (no states stored), both chunk sizes, and a V
