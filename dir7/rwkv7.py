@@ -356,9 +356,19 @@ class CrossWKV(TimeMix):
             return
         if self.init_scheme == "xavier":
             nn.init.xavier_uniform_(lin.weight, gain=2**-2.5)
-        else:
-            bound = 0.5 / math.sqrt(lin.in_features)
-            nn.init.uniform_(lin.weight, -bound, bound)
+            return
+        bound = 0.5 / math.sqrt(lin.in_features)
+        nn.init.uniform_(lin.weight, -bound, bound)
+        if self.mode == "state":
+            # RWKV-7's key init (a tenth of W_v's bound) suits a self-recurrence in which every
+            # token writes. In state mode only the few text tokens write, so that state is tiny
+            # and its read-out sits far below ln_x's eps: a fresh layer handed on 20x less prompt
+            # than cross-attention, and after 0.7M emoji images its output was still 20x below
+            # its prefix twin's (docs/experiments.md, "How strongly each text path starts").
+            # Three times W_v's bound starts it about level with cross-attention.
+            D = self.key.in_features
+            key_bound = 3 * 0.5 / math.sqrt(D)
+            nn.init.uniform_(self.key.weight, -key_bound, key_bound)
 
     def forward(
         self,

@@ -76,8 +76,11 @@ train4 | train4-state)
     # from scratch, the shapes model's 11 blocks (dir7-demo is 7), at a constant lr after the warm-up,
     # so that a later session carries an arm on from its fp16 EMA (INIT=DIR: --init-from, fresh AdamW
     # moments, hence a warm-up again) without restarting a schedule; MINUTES bounds one sitting
-    if [ "$what" = train4 ]; then extra=(--out "$RUNS/emoji4-prefix")
-    else extra=(--set cross_mode=state --out "$RUNS/emoji4-state"); fi
+    # The recorded arms (commit 0b04a3b, state mode's old key init) stopped at steps 1,392 and 1,450
+    # (MINUTES=10.4); STOP= (empty) trains on until MINUTES or the --steps bound
+    if [ "$what" = train4 ]; then extra=(--out "$RUNS/emoji4-prefix"); stop=${STOP-1392}
+    else extra=(--set cross_mode=state --out "$RUNS/emoji4-state"); stop=${STOP-1450}; fi
+    if [ -n "$stop" ]; then extra+=(--stop-step "$stop"); fi
     if [ -n "${INIT:-}" ]; then extra+=(--init-from "$INIT"); fi
     run "$PYTHON" -m dir7.train --train-preset emoji --data "emoji:$target" --preset dir7-demo --set depth=11 \
         --lr 4e-4 --warmup 200 --lr-schedule constant --steps 1000000 --time-limit-min "${MINUTES:-0}" \

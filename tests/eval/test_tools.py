@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,6 +110,21 @@ def test_text_paths_measures_the_part_of_each_cross_layer_that_is_the_prompts():
     for block in prefix.blocks:
         block.cross.text_in.weight.data.zero_()
     assert all(s == 0 for s in share(prefix))  # cut off from the text
+
+
+def test_a_fresh_state_mode_layer_passes_on_about_as_much_prompt_as_cross_attention():
+    """State mode's key init (CrossWKV.reset_text_parameters): with RWKV-7's, a tenth of W_v's
+    bound, a fresh layer handed on 20x less prompt than cross-attention (its state is written by
+    the text tokens alone); the init is there so that the text path does not start muted."""
+    from dir7.eval.text_paths import measure
+
+    def prompt_part(mode):
+        torch.manual_seed(0)
+        model = dir7.DIR7Model(dir7.DIR7Config.from_preset("dir7-demo", depth=3, cross_mode=mode))
+        return float(np.mean([r["text_std"] for r in measure(model)]))
+
+    state, attention = prompt_part("state"), prompt_part("attention")
+    assert attention / 3 < state < attention * 3, (state, attention)
 
 
 def test_text_paths_command(capsys):
